@@ -1,0 +1,261 @@
+"""`outcomes`: thin commands over the library. Each command's help is its documentation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+import polars as pl
+
+__all__ = ["main"]
+
+
+def _echo(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _engine():
+    import store
+
+    return store.get_engine()
+
+
+def _definitions_option(function):
+    return click.option("--definitions", "definitions_dir", type=click.Path(path_type=Path), default=None,
+                        help="Definitions folder (default: OUTCOMES_DEFINITIONS or the project's definitions/).")(function)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="outcomes-engine")
+def main() -> None:
+    """Outcomes framework metrics engine: definitions in, published metrics out.
+
+    \b
+    Typical use:
+      outcomes demo-data --out var/demo          # realistic extracts for Dudley and Walsall
+      outcomes validate                           # check every definition
+      outcomes refresh --data var/demo           # compute and publish a run
+      outcomes values --metric discharged_on_ready_date --breakdown imd_quintile
+
+    The store is OUTCOMES_DATABASE_URL (default: SQLite at var/outcomes.db).
+    """
+
+
+@main.command("demo-data")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write one sub-folder per source.")
+@click.option("--scale", type=float, default=1.0, show_default=True,
+              help="1 = Dudley and Walsall's real population (~630,000); 0.05 for a quick look; >1 adds places.")
+@click.option("--seed", type=int, default=20240401, show_default=True, help="Same seed, same files.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+@click.option("--months", type=int, default=36, show_default=True, help="Months of activity from --start-month.")
+@click.option("--start-month", default="2023-04", show_default=True)
+@click.option("--defect-rate", type=float, default=0.005, show_default=True,
+              help="Share of activity rows with realistic defects for quarantine to catch.")
+def demo_data(out: Path, scale: float, seed: int, fmt: str, months: int, start_month: str, defect_rate: float) -> None:
+    """Generate realistic, deterministic demo extracts (real LSOAs and IMD 2019).
+
+    Example: outcomes demo-data --out var/demo --scale 0.05
+    """
+    from metrics.demo import generate_demo_data
+
+    started = time.perf_counter()
+    summary = generate_demo_data(out, scale=scale, seed=seed, fmt=fmt, start_month=start_month, months=months,
+                                 defect_rate=defect_rate, progress=_echo)
+    _echo(f"demo data written to {out} in {time.perf_counter() - started:.1f} s")
+    click.echo(json.dumps(summary, indent=2, default=str))
+
+
+@main.command()
+@_definitions_option
+def validate(definitions_dir: Path | None) -> None:
+    """Check every definition: fields, types, filters, columns, breakdowns. Exit 1 on any error.
+
+    Example: outcomes validate --definitions definitions/
+    """
+    from metrics.definitions import load_definitions
+    from metrics.refresh import default_definitions_dir
+
+    root = definitions_dir or default_definitions_dir()
+    catalogue, issues = load_definitions(root)
+    for issue in issues:
+        click.echo(str(issue))
+    errors = [i for i in issues if i.level == "error"]
+    click.echo(f"{len(catalogue.sources)} sources, {len(catalogue.metrics)} metrics checked in {root}: "
+               f"{len(errors)} error(s), {len(issues) - len(errors)} warning(s)")
+    sys.exit(1 if errors else 0)
+
+
+@main.command()
+@click.option("--data", "data_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
+              help="Folder of extracts, one sub-folder per source.")
+@_definitions_option
+@click.option("--metrics", "metric_ids", default=None, help="Comma-separated metric ids (default: all).")
+@click.option("--as-of", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="Date for 'not in the future' checks (default: today).")
+def refresh(data_dir: Path, definitions_dir: Path | None, metric_ids: str | None, as_of) -> None:
+    """Load and validate the extracts, compute every metric and publish a run atomically.
+
+    Example: outcomes refresh --data var/demo
+    """
+    from metrics.errors import DefinitionError
+    from metrics.refresh import refresh as run_refresh
+
+    try:
+        result = run_refresh(data_dir, definitions_dir=definitions_dir, engine=_engine(),
+                             metrics=metric_ids.split(",") if metric_ids else None,
+                             as_of=as_of.date() if as_of else None, progress=_echo)
+    except DefinitionError as exc:
+        _echo("definitions have errors; nothing was refreshed:\n" + str(exc))
+        sys.exit(2)
+    except ValueError as exc:
+        _echo(str(exc))
+        sys.exit(2)
+    except Exception as exc:
+        _echo(f"refresh failed; the previously published run is unchanged: {exc}")
+        sys.exit(1)
+    click.echo(json.dumps({"run_id": result.run_id, "status": result.status, "values": result.values,
+                           "quarantined": result.quarantined, "failed_sources": result.failed_sources,
+                           "carried_forward": result.carried_forward, "timings": result.timings}, indent=2))
+    if result.failed_sources:
+        sys.exit(3)
+
+
+@main.command("list")
+@_definitions_option
+def list_metrics(definitions_dir: Path | None) -> None:
+    """List the metrics in the definitions, grouped by the outcome they measure.
+
+    Example: outcomes list
+    """
+    from metrics.definitions import load_catalogue
+    from metrics.refresh import default_definitions_dir
+
+    catalogue = load_catalogue(definitions_dir or default_definitions_dir())
+    by_outcome: dict[str, list] = {}
+    for metric in sorted(catalogue.metrics.values(), key=lambda m: (m.outcome, m.id)):
+        by_outcome.setdefault(metric.outcome, []).append(metric)
+    for outcome, metrics in by_outcome.items():
+        click.echo(outcome)
+        for m in metrics:
+            click.echo(f"  {m.id:<45} {m.value_type:<10} {m.unit:<22} v{m.version} {m.status:<8} {m.title}")
+
+
+@main.command()
+@click.option("--limit", type=int, default=20, show_default=True)
+def runs(limit: int) -> None:
+    """Recent refresh runs, newest first: status, timings, values, quarantined rows, errors.
+
+    Example: outcomes runs --limit 5
+    """
+    import store
+
+    frame = store.list_runs(_engine(), limit=limit)
+    if frame.is_empty():
+        click.echo("no runs yet: try `outcomes refresh --data DIR`")
+        return
+    for row in frame.iter_rows(named=True):
+        timings = json.loads(row["timings_json"] or "{}")
+        line = (f"run {row['run_id']:>4}  {row['status']:<9} started {row['started_at']:%Y-%m-%d %H:%M:%S}  "
+                f"{timings.get('total', 0):>7.1f} s  {row['values_count']:>8,} values  "
+                f"{row['quarantined_count']:>7,} quarantined  code {row['code_version']}")
+        click.echo(line)
+        if row["error"]:
+            click.echo(f"           {row['error']}")
+
+
+@main.command("values")
+@click.option("--metric", "metric_ids", multiple=True, help="Metric id (repeatable; default all).")
+@click.option("--breakdown", multiple=True, help="overall, neighbourhood, imd_quintile, age_band, sex, ethnicity.")
+@click.option("--place", multiple=True, help="Place name, e.g. Dudley.")
+@click.option("--period-type", multiple=True, help="month, financial_quarter, financial_year, snapshot, ...")
+@click.option("--run", default="latest", show_default=True, help="'latest' or a run id.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "json"]), default="csv", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="File to write (default: stdout).")
+def values(metric_ids, breakdown, place, period_type, run, fmt, out) -> None:
+    """Published values in long form (one row per metric, place, period, breakdown group).
+
+    Columns: metric_id, place, period_type, period_start, period_end, breakdown, group, numerator,
+    denominator, value, lower_95, upper_95, lower_99_8, upper_99_8, run_id.
+
+    Example: outcomes values --metric breast_screening_coverage --breakdown imd_quintile --format csv
+    """
+    import store
+
+    try:
+        frame = store.read_values(_engine(), metric=list(metric_ids) or None, breakdown=list(breakdown) or None,
+                                  place=list(place) or None, period_type=list(period_type) or None, run=run)
+    except (LookupError, ValueError) as exc:
+        _echo(str(exc))
+        sys.exit(2)
+    frame = frame.select(store.VALUE_COLUMNS).drop("metric_version")
+    if frame.is_empty():
+        _echo("no published values match (has a refresh been run? see `outcomes runs`)")
+    if fmt == "parquet":
+        if out is None:
+            _echo("--format parquet needs --out FILE")
+            sys.exit(2)
+        frame.write_parquet(out)
+    else:
+        buffer = io.StringIO()
+        if fmt == "csv":
+            frame.write_csv(buffer)
+        else:
+            buffer.write(json.dumps(frame.to_dicts(), default=str, indent=1))
+            buffer.write("\n")
+        if out:
+            Path(out).write_text(buffer.getvalue(), encoding="utf-8")
+        else:
+            click.echo(buffer.getvalue(), nl=False)
+    if out:
+        _echo(f"{frame.height:,} rows written to {out}")
+
+
+@main.command()
+@_definitions_option
+@click.option("--metrics", "metric_ids", default=None, help="Comma-separated metric ids (default: all).")
+def explain(definitions_dir: Path | None, metric_ids: str | None) -> None:
+    """Show what a refresh would compute, source by source, without running it.
+
+    Example: outcomes explain --metrics discharged_on_ready_date
+    """
+    from metrics.definitions import load_catalogue
+    from metrics.plan import build_plan, explain as explain_plan
+    from metrics.refresh import default_definitions_dir
+
+    catalogue = load_catalogue(definitions_dir or default_definitions_dir())
+    click.echo(explain_plan(build_plan(catalogue, metric_ids.split(",") if metric_ids else None)))
+
+
+@main.command()
+@click.option("--run", default="latest", show_default=True)
+@click.option("--source", default=None, help="Only this source.")
+@click.option("--examples", type=int, default=3, show_default=True, help="Example rows per rule (no identifiers).")
+def quarantine(run: str, source: str | None, examples: int) -> None:
+    """Rows quarantined by a run, counted by source and rule, with example values.
+
+    Example: outcomes quarantine --source inpatient_spells
+    """
+    import store
+
+    frame = store.read_quarantine(_engine(), run=run, source=source)
+    if frame.is_empty():
+        click.echo("no quarantined rows")
+        return
+    summary = frame.group_by("source_id", "rule").agg(pl.len().alias("rows"), pl.col("column").first(),
+                                                       pl.col("message").first(),
+                                                       pl.col("file").head(examples), pl.col("row_number").head(examples),
+                                                       pl.col("value").head(examples)).sort("source_id", "rule")
+    for row in summary.iter_rows(named=True):
+        click.echo(f"{row['source_id']:<20} {row['rule']:<32} {row['rows']:>7,} rows  column {row['column']}: "
+                   f"{row['message']}")
+        for file, number, value in zip(row["file"], row["row_number"], row["value"], strict=True):
+            click.echo(f"    {file} row {number}: {value!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,302 @@
+"""Run a plan on validated frames: one pass per source, finest grain once, roll-ups from partials.
+
+For each source, every metric's filters become boolean columns on one prepared frame (geography,
+age bands, ethnic groups joined once). A single ``group_by`` then aggregates every additive metric
+on that source to the finest grain — month × place × neighbourhood × IMD quintile × sex × ethnic
+group × age band — as partial sums (numerator, denominator, sum of squares). Coarser periods and
+every breakdown are rolled up from those partials, and the statistics run once on the result.
+
+Distinct counts (people seen) are not additive across periods, so they are de-duplicated per
+period instead: each person counts once, in the cell of their first qualifying row in the period.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from metrics.definitions import Catalogue, SourceDefinition
+from metrics.plan import MetricStep, SourcePlan, age_band_labels
+from metrics.sqlfilter import compile_filter
+from metrics.stats import mean_ci_from_moments, proportion_ci, rate_ci
+
+__all__ = ["compute_source", "prepare_frame", "OUTPUT_COLUMNS", "period_bounds"]
+
+OUTPUT_COLUMNS = [
+    "metric_id", "metric_version", "place", "period_type", "period_start", "period_end", "breakdown", "group",
+    "numerator", "denominator", "value", "lower_95", "upper_95", "lower_99_8", "upper_99_8",
+]
+PERIOD = ["period_type", "period_start", "period_end"]
+GEOGRAPHY = ["place", "neighbourhood", "imd_quintile"]
+# Breakdown name → column on the prepared frame (age bands depend on the metric's scheme).
+# Labelled copies (sex_group, ethnic_group) keep the source's own codes intact for filters.
+BREAKDOWN_COLUMN = {"neighbourhood": "neighbourhood", "imd_quintile": "imd_quintile", "sex": "sex_group",
+                    "ethnicity": "ethnic_group"}
+UNKNOWN = "Unknown"
+
+
+# --- preparing the frame -------------------------------------------------------------------------
+
+
+def _age_band(bands: tuple[int, ...]) -> pl.Expr:
+    labels = age_band_labels(bands)
+    expr = pl.when(pl.col("age") < bands[0]).then(None)
+    for lower, label in reversed(list(zip(bands, labels, strict=True))):
+        expr = expr.when(pl.col("age") >= lower).then(pl.lit(label))
+    return expr.otherwise(None)
+
+
+def prepare_frame(frame: pl.DataFrame | pl.LazyFrame, source: SourceDefinition, catalogue: Catalogue,
+                  geography: pl.DataFrame | None, age_schemes: set[tuple[int, ...]]) -> pl.LazyFrame:
+    """Join the geography lookup and add the breakdown columns every metric on this source needs."""
+    lf = frame.lazy()
+    if source.geography and geography is not None:
+        lookup = geography.lazy().select(
+            pl.col("lsoa_code").alias(source.geography), "place", "neighbourhood",
+            pl.col("imd_quintile").cast(pl.String),
+        )
+        lf = lf.join(lookup, on=source.geography, how="inner")
+    dims = catalogue.dimensions
+    extra = []
+    if "sex" in source.columns:
+        labels = dims.sex.get("labels", {})
+        extra.append(pl.col("sex").replace_strict(labels, default=pl.col("sex"), return_dtype=pl.String)
+                     .fill_null(UNKNOWN).alias("sex_group"))
+    if "ethnicity" in source.columns:
+        groups = {code: group for group, codes in dims.ethnicity.groups.items() for code in codes}
+        extra.append(pl.col("ethnicity").replace_strict(groups, default=dims.ethnicity.otherwise,
+                                                        return_dtype=pl.String)
+                     .fill_null(dims.ethnicity.otherwise).alias("ethnic_group"))
+    if "age" in source.columns:
+        extra += [_age_band(bands).alias(_band_column(bands)) for bands in sorted(age_schemes)]
+    return lf.with_columns(extra) if extra else lf
+
+
+def _band_column(bands: tuple[int, ...]) -> str:
+    return "age_band__" + "_".join(str(b) for b in bands)
+
+
+# --- periods -------------------------------------------------------------------------------------
+
+
+def period_bounds(grain: str, date: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """(period_start, period_end) of the period of ``grain`` containing ``date``."""
+    month = date.dt.truncate("1mo")
+    if grain == "month":
+        start = month
+    elif grain == "financial_quarter":  # NHS quarters (Apr-Jun = Q1) share calendar quarter boundaries
+        start = date.dt.truncate("1q")
+    elif grain == "financial_year":
+        year = date.dt.year() - (date.dt.month() < 4).cast(pl.Int32)
+        start = pl.date(year, 4, 1)
+    elif grain == "calendar_year":
+        start = date.dt.truncate("1y")
+    else:
+        raise ValueError(f"no fixed period for grain {grain!r}")
+    months = {"month": "1mo", "financial_quarter": "3mo", "financial_year": "12mo", "calendar_year": "12mo"}[grain]
+    return start, start.dt.offset_by(months).dt.offset_by("-1d")
+
+
+def _rolling_months(grain: str) -> int | None:
+    return int(grain.split("_")[1]) if grain.startswith("rolling_") else None
+
+
+def _complete(lf: pl.LazyFrame, first_month: dt.date, last_month: dt.date) -> pl.LazyFrame:
+    """Keep only periods wholly inside the months the extract covers (no partial quarters or years)."""
+    last_day = pl.lit(last_month).dt.month_end()
+    return lf.filter((pl.col("period_start") >= pl.lit(first_month)) & (pl.col("period_end") <= last_day))
+
+
+def _roll_months(monthly: pl.LazyFrame, grain: str, keys: list[str], values: list[str],
+                 first_month: dt.date, last_month: dt.date) -> pl.LazyFrame:
+    """Additive partials by month → partials by ``grain`` (sums over the months of each period)."""
+    window = _rolling_months(grain)
+    if window:
+        offsets = pl.LazyFrame({"_offset": list(range(window))}, schema={"_offset": pl.Int32})
+        lf = monthly.join(offsets, how="cross").with_columns(
+            pl.col("month").dt.offset_by(pl.format("{}mo", pl.col("_offset"))).alias("_window_end"))
+        lf = lf.with_columns(
+            pl.col("_window_end").dt.offset_by(f"-{window - 1}mo").alias("period_start"),
+            pl.col("_window_end").dt.month_end().alias("period_end"),
+        )
+    else:
+        start, end = period_bounds(grain, pl.col("month"))
+        lf = monthly.with_columns(start.alias("period_start"), end.alias("period_end"))
+    lf = lf.group_by(["period_start", "period_end", *keys]).agg(pl.col(values).sum())
+    return _complete(lf.with_columns(pl.lit(grain).alias("period_type")), first_month, last_month)
+
+
+# --- the metric partials -------------------------------------------------------------------------
+
+
+def _flags(step: MetricStep, columns: list[str], prefix: str) -> list[pl.Expr]:
+    """Boolean 'in scope' / 'counted' columns and the measure, for one metric."""
+    in_scope = (compile_filter(step.denominator_filter, columns, context=f"{step.metric_id} denominator.filter")
+                .fill_null(False) if step.denominator_filter else pl.lit(True))
+    counted = in_scope & (compile_filter(step.numerator_filter, columns, context=f"{step.metric_id} numerator.filter")
+                          .fill_null(False) if step.numerator_filter else pl.lit(True))
+    if step.value_type == "mean":
+        measure = pl.col(step.measure).cast(pl.Float64)
+        in_scope = in_scope & measure.is_not_null()
+        return [pl.when(in_scope).then(measure).otherwise(0.0).alias(f"{prefix}num"),
+                in_scope.cast(pl.Int64).alias(f"{prefix}den"),
+                pl.when(in_scope).then(measure * measure).otherwise(0.0).alias(f"{prefix}sq")]
+    if step.value_type == "count" and step.measure:
+        measure = pl.col(step.measure).cast(pl.Float64)
+        return [pl.when(counted).then(measure).otherwise(0.0).fill_null(0.0).alias(f"{prefix}num"),
+                in_scope.cast(pl.Int64).alias(f"{prefix}den")]
+    return [counted.cast(pl.Int64).alias(f"{prefix}num"), in_scope.cast(pl.Int64).alias(f"{prefix}den")]
+
+
+def _cell_keys(lf_columns: list[str], step: MetricStep) -> list[str]:
+    keys = [c for c in [*GEOGRAPHY, "sex_group", "ethnic_group"] if c in lf_columns]
+    if step.age_band_column in lf_columns:
+        keys.append(step.age_band_column)
+    return keys
+
+
+def _distinct_partials(lf: pl.LazyFrame, step: MetricStep, columns: list[str], keys: list[str],
+                       first_month: dt.date, last_month: dt.date) -> list[pl.LazyFrame]:
+    """People counted once per period, in the cell of their first qualifying row of that period."""
+    counted = _flags(step, columns, "_")[0]
+    date = pl.col(step.date_column)
+    rows = (lf.filter(counted == 1)
+            .select(date.alias("_date"), pl.col(step.count_distinct).alias("_who"), *keys)
+            .sort("_date"))
+    parts = []
+    for grain in step.grains:
+        window = _rolling_months(grain)
+        if window:
+            firsts = (rows.with_columns(pl.col("_date").dt.truncate("1mo").alias("_month"))
+                      .unique(["_month", "_who"], keep="first", maintain_order=True))
+            offsets = pl.LazyFrame({"_offset": list(range(window))}, schema={"_offset": pl.Int32})
+            exploded = firsts.join(offsets, how="cross").with_columns(
+                pl.col("_month").dt.offset_by(pl.format("{}mo", pl.col("_offset"))).alias("_window_end"))
+            people = (exploded.sort(["_window_end", "_date"])
+                      .unique(["_window_end", "_who"], keep="first", maintain_order=True)
+                      .with_columns(pl.col("_window_end").dt.offset_by(f"-{window - 1}mo").alias("period_start"),
+                                    pl.col("_window_end").dt.month_end().alias("period_end")))
+        else:
+            start, end = period_bounds(grain, pl.col("_date"))
+            people = (rows.with_columns(start.alias("period_start"), end.alias("period_end"))
+                      .unique(["period_start", "_who"], keep="first", maintain_order=True))
+        part = (people.group_by(["period_start", "period_end", *keys])
+                .agg(pl.len().cast(pl.Float64).alias("numerator"))
+                .with_columns(pl.lit(grain).alias("period_type"), pl.lit(None, pl.Float64).alias("sum_squares"),
+                              pl.lit(None, pl.Float64).alias("denominator")))
+        parts.append(_complete(part, first_month, last_month))
+    return parts
+
+
+def _population_cells(population: pl.DataFrame, pop_source: SourceDefinition, step: MetricStep,
+                      catalogue: Catalogue, geography: pl.DataFrame, keys: list[str]) -> pl.LazyFrame:
+    lf = prepare_frame(population, pop_source, catalogue, geography, {step.age_bands})
+    return lf.group_by(["year", *keys]).agg(pl.col("population").sum().cast(pl.Float64))
+
+
+def _with_population(partials: pl.LazyFrame, cells: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
+    """Attach the population of each cell: the mid-year estimate for the year the period starts in
+    (the nearest year available). Cells with people but no events still count (zero numerator)."""
+    years = cells.select(pl.col("year").min().alias("_min"), pl.col("year").max().alias("_max"))
+    periods = (partials.select(PERIOD).unique().join(years, how="cross")
+               .with_columns(pl.col("period_start").dt.year().clip(pl.col("_min"), pl.col("_max"))
+                             .alias("year")).drop("_min", "_max"))
+    spine = periods.join(cells, on="year", how="inner").drop("year")
+    return (spine.join(partials, on=[*PERIOD, *keys], how="full", coalesce=True,
+                       nulls_equal=True)
+            .with_columns(pl.col("numerator").fill_null(0.0), pl.col("population").alias("denominator"))
+            .drop("population"))
+
+
+def _breakdowns(cells: pl.LazyFrame, step: MetricStep) -> pl.LazyFrame:
+    """Fine cells → one row per place × period × breakdown group ('overall' is the place total)."""
+    sums = [pl.col("numerator").sum(), pl.col("denominator").sum(),
+            pl.col("sum_squares").sum()]
+    parts = [cells.group_by([*PERIOD, "place"]).agg(sums)
+             .with_columns(pl.lit("overall").alias("breakdown"), pl.col("place").alias("group"))]
+    for breakdown in step.breakdowns:
+        if breakdown == "place":
+            continue
+        column = step.age_band_column if breakdown == "age_band" else BREAKDOWN_COLUMN[breakdown]
+        parts.append(cells.group_by([*PERIOD, "place", column]).agg(sums).with_columns(
+            pl.lit(breakdown).alias("breakdown"),
+            pl.col(column).cast(pl.String).fill_null(UNKNOWN).alias("group")).drop(column))
+    return pl.concat(parts, how="diagonal_relaxed")
+
+
+def _statistics(lf: pl.LazyFrame, step: MetricStep) -> pl.LazyFrame:
+    if step.value_type == "proportion":
+        lf = proportion_ci(lf, "numerator", "denominator", multiplier=step.multiplier)
+    elif step.value_type == "rate":
+        lf = rate_ci(lf, "numerator", "denominator", multiplier=step.multiplier)
+    elif step.value_type == "mean":
+        lf = mean_ci_from_moments(lf, "numerator", "sum_squares", "denominator")
+    else:  # a count or a sum: the value is the numerator; there is no sampling interval
+        lf = lf.with_columns(pl.col("numerator").alias("value"), pl.lit(None, pl.Float64).alias("denominator"),
+                             *[pl.lit(None, pl.Float64).alias(c)
+                               for c in ("lower_95", "upper_95", "lower_99_8", "upper_99_8")])
+    return lf.with_columns(pl.lit(step.metric_id).alias("metric_id"), pl.lit(step.version).alias("metric_version"))
+
+
+def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, *,
+                   geography: pl.DataFrame | None, population: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Every metric of one source, in long form (``OUTPUT_COLUMNS``)."""
+    source = catalogue.sources[plan.source_id]
+    schemes = {s.age_bands for s in plan.steps}
+    lf = prepare_frame(frame, source, catalogue, geography, schemes)
+    snapshot = plan.steps[0].snapshot_column
+    if snapshot:
+        lf = lf.with_columns(pl.col(snapshot).alias("period_start"), pl.col(snapshot).alias("period_end"))
+    columns = lf.collect_schema().names()
+    filter_columns = [*source.all_columns, *(["period_start", "period_end"] if snapshot else [])]
+
+    outputs: list[pl.LazyFrame] = []
+    additive = [s for s in plan.steps if not s.distinct]
+    if additive:
+        all_keys = sorted({k for s in additive for k in _cell_keys(columns, s)})
+        period_keys = (["period_start", "period_end"] if snapshot
+                       else [pl.col(additive[0].date_column).dt.truncate("1mo").alias("month")])
+        flags = [e for i, s in enumerate(additive) for e in _flags(s, filter_columns, f"{i}__")]
+        finest = (lf.with_columns(flags).group_by([*period_keys, *all_keys])
+                  .agg(pl.col(f"^\\d+__.*$").sum()).collect())
+        if not snapshot:
+            months = finest["month"]
+            first_month, last_month = months.min(), months.max()
+        for i, step in enumerate(additive):
+            keys = _cell_keys(columns, step)
+            mine = {f"{i}__num": "numerator", f"{i}__den": "denominator", f"{i}__sq": "sum_squares"}
+            present = {k: v for k, v in mine.items() if k in finest.columns}
+            base = (finest.lazy().select([*(["period_start", "period_end"] if snapshot else ["month"]), *keys,
+                                          *present]).rename(present))
+            if "sum_squares" not in present.values():
+                base = base.with_columns(pl.lit(None, pl.Float64).alias("sum_squares"))
+            group_time = ["period_start", "period_end"] if snapshot else ["month"]
+            base = base.group_by([*group_time, *keys]).agg(pl.col("numerator", "denominator", "sum_squares").sum())
+            if snapshot:
+                parts = [base.with_columns(pl.lit("snapshot").alias("period_type"))]
+            else:
+                parts = [_roll_months(base, g, keys, ["numerator", "denominator", "sum_squares"],
+                                      first_month, last_month) for g in step.grains]
+            cells = pl.concat(parts, how="diagonal_relaxed")
+            outputs.append(_finish(cells, step, catalogue, geography, population, keys))
+    for step in (s for s in plan.steps if s.distinct):
+        keys = _cell_keys(columns, step)
+        months = lf.select(pl.col(step.date_column).dt.truncate("1mo")).collect().to_series()
+        parts = _distinct_partials(lf, step, filter_columns, keys, months.min(), months.max())
+        outputs.append(_finish(pl.concat(parts, how="diagonal_relaxed"), step, catalogue, geography, population, keys))
+    frames = pl.collect_all(outputs)
+    return pl.concat([f.select(OUTPUT_COLUMNS) for f in frames], how="vertical_relaxed")
+
+
+def _finish(cells: pl.LazyFrame, step: MetricStep, catalogue: Catalogue, geography: pl.DataFrame | None,
+            population: pl.DataFrame | None, keys: list[str]) -> pl.LazyFrame:
+    if step.population_source:
+        pop_source = catalogue.sources[step.population_source]
+        pop_keys = [k for k in keys if k != "ethnic_group"]
+        cells = cells.group_by([*PERIOD, *pop_keys]).agg(pl.col("numerator", "sum_squares").sum())
+        pop_cells = _population_cells(population, pop_source, step, catalogue, geography, pop_keys)
+        cells = _with_population(cells, pop_cells, pop_keys)
+    elif step.value_type == "proportion":
+        cells = cells.filter(pl.col("denominator") > 0)
+    return _statistics(_breakdowns(cells, step), step)

@@ -1,0 +1,357 @@
+"""Source extracts → validated Polars frames, with bad rows quarantined and never lost.
+
+A source declaration (``definitions/sources/*.yaml``) compiles to a pandera (Polars) schema: types,
+nullability, allowed values, ranges, patterns, "not in the future", known LSOA codes and the
+declared cross-column rules. Loading a source:
+
+1. reads every CSV / Parquet file in its folder (structural problems — missing folder, empty or
+   unreadable file, wrong encoding, missing column, incompatible type — stop this source with a
+   ``SourceError`` naming file, column and expectation);
+2. parses text columns to their declared types (values that don't parse are quarantined);
+3. validates with pandera and quarantines every failing row with the rules it broke;
+4. keeps the latest submission of each dedup key and quarantines duplicate keys.
+
+Every row read ends up either in ``frame`` or in ``quarantine`` (or counted as superseded by a
+resubmission), so ``rows_read == rows_valid + rows_quarantined + rows_superseded``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandera.polars as pa
+import polars as pl
+
+from metrics.definitions import ColumnSpec, SourceDefinition
+from metrics.errors import SourceError
+from metrics.sqlfilter import compile_filter
+
+__all__ = ["LoadedSource", "load_source", "build_schema", "fingerprint_files", "source_files", "QUARANTINE_SCHEMA"]
+
+POLARS_TYPES: dict[str, pl.DataType] = {
+    "string": pl.String(),
+    "integer": pl.Int64(),
+    "float": pl.Float64(),
+    "date": pl.Date(),
+    "datetime": pl.Datetime("us"),
+    "boolean": pl.Boolean(),
+}
+EXPECTED = {
+    "string": "text",
+    "integer": "a whole number",
+    "float": "a number",
+    "date": "a date (YYYY-MM-DD)",
+    "datetime": "a date and time (YYYY-MM-DD HH:MM:SS)",
+    "boolean": "true or false",
+}
+QUARANTINE_SCHEMA = {
+    "source_id": pl.String,
+    "file": pl.String,
+    "row_number": pl.Int64,
+    "rule": pl.String,
+    "column": pl.String,
+    "value": pl.String,
+    "message": pl.String,
+    "row_json": pl.String,
+}
+_FILE, _ROW = "_file", "_row"
+
+
+@dataclass
+class LoadedSource:
+    source: SourceDefinition
+    frame: pl.DataFrame
+    quarantine: pl.DataFrame
+    files: list[dict]
+    rows_read: int = 0
+    rows_superseded: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def rows_valid(self) -> int:
+        return self.frame.height
+
+    @property
+    def rows_quarantined(self) -> int:
+        return self.quarantine.height
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+
+def source_files(source: SourceDefinition, data_dir: Path) -> list[Path]:
+    folder = Path(data_dir) / source.folder
+    if not folder.is_dir():
+        raise SourceError(source.id, f"extract folder not found: expected a folder '{source.folder}' in {data_dir}",
+                          file=folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".csv", ".parquet"))
+    if not files:
+        raise SourceError(source.id, "no extract files found (expected *.csv or *.parquet)", file=folder)
+    return files
+
+
+def fingerprint_files(files: list[Path]) -> list[dict]:
+    """Content hash and size of each file: what a run read, so it can be reproduced and compared."""
+    prints = []
+    for path in files:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        prints.append({"file": path.name, "bytes": path.stat().st_size, "sha256": digest.hexdigest()})
+    return prints
+
+
+def _utf8_problem(path: Path) -> str | None:
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return (f"file is not UTF-8 encoded (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                "save it as UTF-8 (for example from Excel: CSV UTF-8)")
+    return None
+
+
+def _read_file(source: SourceDefinition, path: Path) -> pl.DataFrame:
+    if path.stat().st_size == 0:
+        raise SourceError(source.id, "file is empty (0 bytes): expected a header row and data", file=path)
+    try:
+        if path.suffix.lower() == ".parquet":
+            frame = pl.read_parquet(path)
+        else:
+            # Read every column as text: types are parsed per declared column, so one bad value
+            # quarantines one row instead of failing the whole file.
+            frame = pl.read_csv(path, infer_schema=False, encoding="utf8", raise_if_empty=True)
+    except SourceError:
+        raise
+    except Exception as exc:
+        problem = _utf8_problem(path) if path.suffix.lower() == ".csv" else None
+        message = problem or f"could not read the file: {str(exc).splitlines()[0]}"
+        raise SourceError(source.id, message, file=path) from None
+    frame = frame.rename({c: c.lstrip("\ufeff").strip() for c in frame.columns})
+    declared = list(source.columns)
+    missing = [c for c in declared if c not in frame.columns]
+    if missing:
+        if len(frame.columns) == 1 and path.suffix.lower() == ".csv" and any(d in frame.columns[0] for d in ";\t|"):
+            raise SourceError(source.id, f"the file does not use commas between columns (header: "
+                                         f"{frame.columns[0][:80]!r}); expected a comma-separated file", file=path)
+        raise SourceError(source.id, f"missing column(s) {', '.join(missing)}; expected columns: "
+                                     f"{', '.join(declared)}", file=path, column=missing[0])
+    return frame.select(declared).with_columns(
+        pl.lit(path.name).alias(_FILE), pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(_ROW)
+    )
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+
+def _parse_expr(name: str, spec: ColumnSpec, dtype: pl.DataType) -> pl.Expr:
+    column = pl.col(name)
+    target = POLARS_TYPES[spec.type]
+    if dtype == target:
+        return column
+    if dtype == pl.String:
+        text = column.str.strip_chars()
+        text = pl.when(text == "").then(None).otherwise(text)
+        if spec.type == "date":
+            return text.str.to_date(spec.format or "%Y-%m-%d", strict=False)
+        if spec.type == "datetime":
+            return text.str.to_datetime(spec.format, strict=False, time_unit="us")
+        if spec.type == "boolean":
+            lowered = text.str.to_lowercase()
+            return (pl.when(lowered.is_in(["true", "t", "yes", "y", "1"])).then(True)
+                    .when(lowered.is_in(["false", "f", "no", "n", "0"])).then(False).otherwise(None))
+        return text.cast(target, strict=False)
+    if spec.type in ("integer", "float") and dtype.is_numeric():
+        return column.cast(target, strict=False)
+    if spec.type == "datetime" and dtype == pl.Date:
+        return column.cast(target)
+    if spec.type == "date" and isinstance(dtype, pl.Datetime):
+        return column.dt.date()
+    if spec.type == "string" and (dtype.is_numeric() or dtype == pl.Boolean):
+        return column.cast(pl.String)
+    raise TypeError(f"{dtype}")
+
+
+def _parse(source: SourceDefinition, frame: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Parse declared columns; return (parsed frame, quarantine records for values that didn't parse)."""
+    exprs = []
+    for name, spec in source.columns.items():
+        try:
+            exprs.append(_parse_expr(name, spec, frame.schema[name]).alias(name))
+        except TypeError:
+            raise SourceError(source.id, f"has type {frame.schema[name]}, expected {spec.type} "
+                                         f"({EXPECTED[spec.type]})", file=path, column=name) from None
+    parsed = frame.with_columns(exprs)
+    failures = []
+    for name, spec in source.columns.items():
+        if frame.schema[name] == POLARS_TYPES[spec.type]:
+            continue
+        raw = frame[name]
+        raw_text = raw.cast(pl.String).str.strip_chars()
+        failed = raw_text.is_not_null() & (raw_text != "") & parsed[name].is_null()
+        if failed.any():
+            failures.append(
+                frame.filter(failed).select(
+                    pl.col(_FILE).alias("file"), pl.col(_ROW).alias("row_number"),
+                    pl.lit(f"type_{spec.type}").alias("rule"), pl.lit(name).alias("column"),
+                    raw_text.filter(failed).alias("value"),
+                    pl.lit(f"expected {EXPECTED[spec.type]}").alias("message"),
+                )
+            )
+    bad = pl.concat(failures) if failures else None
+    return parsed, bad
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+def build_schema(source: SourceDefinition, *, as_of: dt.date, known_lsoas: list[str] | None = None) -> pa.DataFrameSchema:
+    """The pandera schema a source declaration compiles to. Check errors read "<rule>: <message>"."""
+    columns = {}
+    for name, spec in source.columns.items():
+        checks = []
+        if spec.allowed is not None:
+            checks.append(pa.Check.isin(spec.allowed, error=f"allowed_values: expected one of {spec.allowed}"))
+        if spec.min is not None:
+            checks.append(pa.Check.ge(spec.min, error=f"minimum: expected at least {spec.min}"))
+        if spec.max is not None:
+            checks.append(pa.Check.le(spec.max, error=f"maximum: expected at most {spec.max}"))
+        if spec.pattern:
+            checks.append(pa.Check.str_matches(spec.pattern, error=f"pattern: expected to match {spec.pattern}"))
+        if spec.not_future:
+            limit = as_of if spec.type == "date" else dt.datetime.combine(as_of, dt.time.max)
+            checks.append(pa.Check.le(limit, error=f"future_date: expected on or before the refresh date {as_of}"))
+        if known_lsoas is not None and name == source.geography:
+            checks.append(pa.Check.isin(known_lsoas, error="unknown_lsoa: expected an LSOA in the geography lookup"))
+        columns[name] = pa.Column(POLARS_TYPES[spec.type], nullable=spec.nullable, checks=checks)
+    frame_checks = []
+    for rule in source.rules:
+        expr = compile_filter(rule.check, source.all_columns, context=f"rule '{rule.name}'")
+        # SQL CHECK semantics: a rule that evaluates to NULL (missing inputs) passes.
+        frame_checks.append(pa.Check(
+            lambda data, expr=expr: data.lazyframe.select(expr.fill_null(True)),
+            name=rule.name, error=f"{rule.name}: {rule.description or rule.check}",
+        ))
+    return pa.DataFrameSchema(columns, checks=frame_checks, name=source.id)
+
+
+def _failures(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.DataFrame | None:
+    """Run pandera; return one record per (row, check) that failed, or None when all pass."""
+    try:
+        schema.validate(frame.drop(_FILE, _ROW), lazy=True)
+        return None
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+    if cases["index"].null_count():
+        structural = cases.filter(pl.col("index").is_null()).row(0, named=True)
+        raise SourceError(schema.name, f"{structural['check']}: {structural['failure_case']}",
+                          column=structural["column"])
+    text = pl.col("check").cast(pl.String)
+    rule = pl.when(text == "not_nullable").then(pl.lit("missing_value")).otherwise(text.str.split(": ").list.first())
+    message = (pl.when(text == "not_nullable").then(pl.lit("expected a value (the column is not nullable)"))
+               .otherwise(text.str.split(": ").list.slice(1).list.join(": ")))
+    frame_level = pl.col("schema_context") == "DataFrameSchema"
+    return cases.select(
+        pl.col("index").cast(pl.Int64), rule.alias("rule"),
+        pl.when(frame_level).then(None).otherwise(pl.col("column").cast(pl.String)).alias("column"),
+        pl.when(frame_level).then(None).otherwise(pl.col("failure_case").cast(pl.String)).alias("value"),
+        message.alias("message"),
+    )
+
+
+def _row_json(frame: pl.DataFrame) -> pl.Expr:
+    columns = [c for c in frame.columns if not c.startswith("_")]
+    return pl.struct([pl.col(c).cast(pl.String) for c in columns]).struct.json_encode()
+
+
+def _derive(source: SourceDefinition, frame: pl.DataFrame) -> pl.DataFrame:
+    exprs = []
+    for name, spec in source.derived.items():
+        start, end = spec.days_between
+        days = (pl.col(end).cast(pl.Date) - pl.col(start).cast(pl.Date)).dt.total_days()
+        if spec.floor is not None:
+            days = days.clip(lower_bound=spec.floor)
+        exprs.append(days.cast(pl.Int64).alias(name))
+    return frame.with_columns(exprs) if exprs else frame
+
+
+def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.date | None = None,
+                known_lsoas: list[str] | None = None) -> LoadedSource:
+    """Read, parse, validate and de-duplicate one source. Raises ``SourceError`` for structural problems."""
+    as_of = as_of or dt.date.today()
+    files = source_files(source, Path(data_dir))
+    prints = fingerprint_files(files)
+    parsed_parts, quarantine_parts = [], []
+    for path, fingerprint in zip(files, prints, strict=True):
+        raw = _read_file(source, path)
+        fingerprint["rows"] = raw.height
+        parsed, bad = _parse(source, raw, path)
+        parsed_parts.append(parsed)
+        if bad is not None:
+            quarantine_parts.append(bad.join(parsed.select(_FILE, _ROW, _row_json(raw).alias("row_json")),
+                                             left_on=["file", "row_number"], right_on=[_FILE, _ROW], how="left"))
+    frame = pl.concat(parsed_parts, how="vertical") if len(parsed_parts) > 1 else parsed_parts[0]
+    rows_read = frame.height
+    # Rows whose values didn't parse are quarantined already; don't also report them as "missing".
+    if quarantine_parts:
+        unparsed = pl.concat(quarantine_parts).select("file", "row_number").unique()
+        frame = frame.join(unparsed, left_on=[_FILE, _ROW], right_on=["file", "row_number"], how="anti")
+
+    schema = build_schema(source, as_of=as_of, known_lsoas=known_lsoas)
+    failures = _failures(schema, frame)
+    if failures is not None:
+        indexed = frame.with_row_index("index").with_columns(pl.col("index").cast(pl.Int64))
+        per_row = failures.group_by("index", maintain_order=True).agg(
+            pl.col("rule").unique(maintain_order=True).str.join("; "),
+            pl.col("column").drop_nulls().unique(maintain_order=True).str.join("; "),
+            pl.col("value").first(),
+            pl.col("message").unique(maintain_order=True).str.join("; "),
+        )
+        rule_columns = {r.name: ", ".join(dict.fromkeys(compile_filter(r.check, source.all_columns).meta.root_names()))
+                        for r in source.rules}
+        per_row = per_row.with_columns(pl.when(pl.col("column") == "")
+                                       .then(pl.col("rule").replace_strict(rule_columns, default=None))
+                                       .otherwise(pl.col("column")).alias("column"))
+        bad_rows = indexed.join(per_row, on="index", how="inner")
+        quarantine_parts.append(bad_rows.select(
+            pl.col(_FILE).alias("file"), pl.col(_ROW).alias("row_number"), "rule", "column", "value", "message",
+            _row_json(frame).alias("row_json"),
+        ))
+        frame = indexed.join(per_row.select("index"), on="index", how="anti").drop("index")
+
+    superseded = 0
+    if source.dedup:
+        # Resubmissions replace earlier rows: keep the latest submission; among equal submissions
+        # the row that came later in the files wins.
+        before = frame.height
+        frame = (frame.sort([source.dedup.keep_latest_by, _FILE, _ROW])
+                 .unique(subset=source.dedup.key, keep="last", maintain_order=True)
+                 .sort([_FILE, _ROW]))
+        superseded = before - frame.height
+    if source.key:
+        duplicated = frame.select(pl.struct(source.key).is_duplicated().alias("dup"))["dup"]
+        first = frame.select(pl.struct(source.key).is_first_distinct().alias("first"))["first"]
+        extra = duplicated & ~first
+        if extra.any():
+            dupes = frame.filter(extra)
+            quarantine_parts.append(dupes.select(
+                pl.col(_FILE).alias("file"), pl.col(_ROW).alias("row_number"), pl.lit("duplicate_key").alias("rule"),
+                pl.lit(", ".join(source.key)).alias("column"),
+                pl.concat_str([pl.col(c).cast(pl.String) for c in source.key], separator="|").alias("value"),
+                pl.lit(f"expected one row per {', '.join(source.key)}; an earlier row has the same key").alias("message"),
+                _row_json(dupes).alias("row_json"),
+            ))
+            frame = frame.filter(~extra)
+
+    quarantine = (pl.concat([q.select(list(QUARANTINE_SCHEMA)[1:]) for q in quarantine_parts], how="vertical")
+                  if quarantine_parts else pl.DataFrame(schema={k: v for k, v in QUARANTINE_SCHEMA.items()
+                                                                if k != "source_id"}))
+    quarantine = quarantine.with_columns(pl.lit(source.id).alias("source_id")).select(list(QUARANTINE_SCHEMA))
+    quarantine = quarantine.cast(QUARANTINE_SCHEMA).sort("file", "row_number")
+    frame = _derive(source, frame)
+    return LoadedSource(source=source, frame=frame, quarantine=quarantine, files=prints,
+                        rows_read=rows_read, rows_superseded=superseded)

@@ -1,0 +1,96 @@
+"""What the store keeps: one class per table, the shape and its meaning side by side."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Column, Text
+from sqlmodel import Field, SQLModel
+
+__all__ = ["RefreshRun", "MetricValue", "MetricDefinitionRecord", "QuarantinedRow", "RUN_STATUSES"]
+
+RUN_STATUSES = ("running", "published", "failed")
+
+
+class RefreshRun(SQLModel, table=True):
+    """One refresh: what it read, what it computed, how long it took and whether it was published."""
+
+    __tablename__ = "refresh_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    status: str = Field(index=True, description="running | published | failed")
+    started_at: dt.datetime
+    finished_at: dt.datetime | None = None
+    published_at: dt.datetime | None = Field(default=None, index=True)
+    trigger: str = "cli"
+    data_dir: str = ""
+    as_of: dt.date | None = Field(default=None, description="the date 'not in the future' checks used")
+    code_version: str = ""
+    host: str = ""
+    pid: int | None = None
+    # JSON documents: small, read whole, never queried inside.
+    definitions_json: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    sources_json: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    timings_json: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    values_count: int = 0
+    quarantined_count: int = 0
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class MetricValue(SQLModel, table=True):
+    """One published number: a metric for a place, period and breakdown group, with its CIs."""
+
+    __tablename__ = "metric_value"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="refresh_run.id", index=True)
+    metric_id: str = Field(index=True)
+    metric_version: int
+    place: str
+    period_type: str
+    period_start: dt.date
+    period_end: dt.date
+    breakdown: str = Field(description="'overall' for the place's own total, else the breakdown dimension")
+    group: str = Field(description="the breakdown group, e.g. '1' for IMD quintile 1; the place name for overall")
+    numerator: float | None = None
+    denominator: float | None = None
+    value: float | None = None
+    lower_95: float | None = None
+    upper_95: float | None = None
+    lower_99_8: float | None = None
+    upper_99_8: float | None = None
+    computed_run_id: int = Field(description="the run that computed it (earlier when carried forward)")
+
+
+class MetricDefinitionRecord(SQLModel, table=True):
+    """A metric definition exactly as a run used it, so apps can describe what they show."""
+
+    __tablename__ = "metric_definition"
+
+    run_id: int = Field(foreign_key="refresh_run.id", primary_key=True)
+    metric_id: str = Field(primary_key=True)
+    version: int
+    content_hash: str
+    title: str
+    outcome: str
+    value_type: str
+    unit: str
+    polarity: str
+    body_json: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class QuarantinedRow(SQLModel, table=True):
+    """A source row that failed validation, with the rule it broke. Kept whole: nothing is lost."""
+
+    __tablename__ = "quarantined_row"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="refresh_run.id", index=True)
+    source_id: str = Field(index=True)
+    file: str
+    row_number: int
+    rule: str
+    column: str | None = None
+    value: str | None = None
+    message: str | None = None
+    row_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

@@ -1,0 +1,265 @@
+"""Frames in, frames out: start a run, publish it atomically, read what was published.
+
+A run is inserted as ``running`` first (so a crash leaves a trace). ``publish_run`` writes all of
+its values, definitions and quarantined rows *and* flips it to ``published`` in one transaction:
+readers, who only look at published runs, see either the previous run or the whole new one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+from collections.abc import Iterable
+from typing import Any
+
+import polars as pl
+from sqlalchemy import Engine, delete, func, insert, select, update
+
+from store.models import MetricDefinitionRecord, MetricValue, QuarantinedRow, RefreshRun
+
+__all__ = [
+    "VALUE_COLUMNS",
+    "start_run",
+    "publish_run",
+    "fail_run",
+    "record_timings",
+    "abandon_stale_runs",
+    "latest_run_id",
+    "resolve_run",
+    "list_runs",
+    "read_run",
+    "read_values",
+    "read_definitions",
+    "read_quarantine",
+]
+
+VALUE_SCHEMA: dict[str, pl.DataType] = {
+    "metric_id": pl.String(),
+    "metric_version": pl.Int64(),
+    "place": pl.String(),
+    "period_type": pl.String(),
+    "period_start": pl.Date(),
+    "period_end": pl.Date(),
+    "breakdown": pl.String(),
+    "group": pl.String(),
+    "numerator": pl.Float64(),
+    "denominator": pl.Float64(),
+    "value": pl.Float64(),
+    "lower_95": pl.Float64(),
+    "upper_95": pl.Float64(),
+    "lower_99_8": pl.Float64(),
+    "upper_99_8": pl.Float64(),
+}
+VALUE_COLUMNS = [*VALUE_SCHEMA, "run_id"]
+_BATCH = 20_000
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _chunks(rows: list[dict], size: int = _BATCH) -> Iterable[list[dict]]:
+    for start in range(0, len(rows), size):
+        yield rows[start:start + size]
+
+
+def start_run(engine: Engine, *, trigger: str = "cli", data_dir: str = "", code_version: str = "",
+              as_of: dt.date | None = None) -> int:
+    """Record a new run as ``running`` and return its id."""
+    with engine.begin() as conn:
+        result = conn.execute(insert(RefreshRun).values(
+            status="running", started_at=_now(), trigger=trigger, data_dir=data_dir, code_version=code_version,
+            as_of=as_of, host=socket.gethostname(), pid=os.getpid(),
+            definitions_json="{}", sources_json="{}", timings_json="{}",
+        ))
+        return int(result.inserted_primary_key[0])
+
+
+def publish_run(engine: Engine, run_id: int, *, values: pl.DataFrame, definitions: list[dict[str, Any]],
+                quarantine: pl.DataFrame | None = None, sources: dict | None = None,
+                timings: dict | None = None, definition_versions: dict | None = None) -> None:
+    """Write a run's values, definitions and quarantine and mark it published — all or nothing.
+
+    ``values`` has ``VALUE_SCHEMA`` columns plus ``computed_run_id`` (defaults to this run).
+    """
+    if "computed_run_id" not in values.columns:
+        values = values.with_columns(pl.lit(run_id).alias("computed_run_id"))
+    values = values.select(*[pl.col(c).cast(t) for c, t in VALUE_SCHEMA.items()], pl.col("computed_run_id").cast(pl.Int64))
+    value_rows = values.with_columns(pl.lit(run_id).alias("run_id")).to_dicts()
+    quarantine_rows = (quarantine.with_columns(pl.lit(run_id).alias("run_id")).to_dicts()
+                       if quarantine is not None and quarantine.height else [])
+    with engine.begin() as conn:
+        # SQLAlchemy Core executemany: ~20x faster than adding ORM objects one by one.
+        for chunk in _chunks(value_rows):
+            conn.execute(insert(MetricValue), chunk)
+        for chunk in _chunks(quarantine_rows):
+            conn.execute(insert(QuarantinedRow), chunk)
+        if definitions:
+            conn.execute(insert(MetricDefinitionRecord), [{**d, "run_id": run_id} for d in definitions])
+        now = _now()
+        conn.execute(update(RefreshRun).where(RefreshRun.id == run_id).values(
+            status="published", finished_at=now, published_at=now,
+            values_count=len(value_rows), quarantined_count=len(quarantine_rows),
+            sources_json=json.dumps(sources or {}, default=str),
+            timings_json=json.dumps(timings or {}),
+            definitions_json=json.dumps(definition_versions or {}),
+        ))
+
+
+def fail_run(engine: Engine, run_id: int, error: str, *, sources: dict | None = None,
+             timings: dict | None = None) -> None:
+    """Record that a run failed; nothing it computed is published."""
+    with engine.begin() as conn:
+        conn.execute(update(RefreshRun).where(RefreshRun.id == run_id).values(
+            status="failed", finished_at=_now(), error=error,
+            sources_json=json.dumps(sources or {}, default=str), timings_json=json.dumps(timings or {}),
+        ))
+
+
+def record_timings(engine: Engine, run_id: int, timings: dict) -> None:
+    """Update a run's stage timings (e.g. the write time, known only after the publish commits)."""
+    with engine.begin() as conn:
+        conn.execute(update(RefreshRun).where(RefreshRun.id == run_id).values(timings_json=json.dumps(timings)))
+
+
+def abandon_stale_runs(engine: Engine) -> list[int]:
+    """Mark ``running`` runs whose process on this host has gone as failed (killed mid-refresh)."""
+    host = socket.gethostname()
+    with engine.begin() as conn:
+        rows = conn.execute(select(RefreshRun.id, RefreshRun.pid, RefreshRun.host)
+                            .where(RefreshRun.status == "running")).all()
+        stale = [r.id for r in rows if r.host == host and r.pid is not None and not _alive(r.pid)]
+        if stale:
+            conn.execute(update(RefreshRun).where(RefreshRun.id.in_(stale)).values(
+                status="failed", finished_at=_now(), error="abandoned: the refresh process ended before publishing"))
+            # Nothing of an unpublished run is visible, but don't keep its half-written rows either.
+            conn.execute(delete(MetricValue).where(MetricValue.run_id.in_(stale)))
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def latest_run_id(engine: Engine) -> int | None:
+    """The most recently published run, or None if nothing has been published."""
+    with engine.connect() as conn:
+        return conn.execute(select(func.max(RefreshRun.id)).where(RefreshRun.status == "published")).scalar()
+
+
+def resolve_run(engine: Engine, run: int | str | None = "latest") -> int | None:
+    """``"latest"``/None → the latest published run id; an id must name a published run."""
+    if run in (None, "latest"):
+        return latest_run_id(engine)
+    run_id = int(run)
+    with engine.connect() as conn:
+        status = conn.execute(select(RefreshRun.status).where(RefreshRun.id == run_id)).scalar()
+    if status != "published":
+        raise LookupError(f"run {run_id} is not a published run (status: {status or 'not found'})")
+    return run_id
+
+
+def _frame(rows, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    return pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
+
+
+def read_values(engine: Engine, *, metric: str | list[str] | None = None, place: str | list[str] | None = None,
+                breakdown: str | list[str] | None = None, period_type: str | list[str] | None = None,
+                run: int | str | None = "latest", provenance: bool = False) -> pl.DataFrame:
+    """Published values in long form (``VALUE_COLUMNS``), from one run (default: the latest).
+
+    ``provenance=True`` adds ``computed_run_id``: the run that computed each value (an earlier run
+    when a failed source's values were carried forward).
+    """
+    run_id = resolve_run(engine, run)
+    schema = {**VALUE_SCHEMA, "run_id": pl.Int64()}
+    columns = [getattr(MetricValue, c) for c in VALUE_SCHEMA] + [MetricValue.run_id]
+    if provenance:
+        schema["computed_run_id"] = pl.Int64()
+        columns.append(MetricValue.computed_run_id)
+    if run_id is None:
+        return pl.DataFrame(schema=schema)
+    query = select(*columns).where(MetricValue.run_id == run_id)
+    for column, wanted in ((MetricValue.metric_id, metric), (MetricValue.place, place),
+                           (MetricValue.breakdown, breakdown), (MetricValue.period_type, period_type)):
+        if wanted is not None:
+            query = query.where(column.in_([wanted] if isinstance(wanted, str) else list(wanted)))
+    query = query.order_by(MetricValue.metric_id, MetricValue.place, MetricValue.period_type,
+                           MetricValue.breakdown, MetricValue.group, MetricValue.period_start)
+    with engine.connect() as conn:
+        return _frame(conn.execute(query), schema)
+
+
+RUN_SCHEMA: dict[str, pl.DataType] = {
+    "run_id": pl.Int64(), "status": pl.String(), "started_at": pl.Datetime("us"), "finished_at": pl.Datetime("us"),
+    "published_at": pl.Datetime("us"), "trigger": pl.String(), "data_dir": pl.String(), "as_of": pl.Date(),
+    "code_version": pl.String(), "values_count": pl.Int64(), "quarantined_count": pl.Int64(),
+    "error": pl.String(), "sources_json": pl.String(), "timings_json": pl.String(), "definitions_json": pl.String(),
+}
+
+
+def list_runs(engine: Engine, limit: int = 50) -> pl.DataFrame:
+    """Recent runs, newest first, whatever their status."""
+    columns = [RefreshRun.id, *(getattr(RefreshRun, c) for c in list(RUN_SCHEMA)[1:])]
+    with engine.connect() as conn:
+        rows = conn.execute(select(*columns).order_by(RefreshRun.id.desc()).limit(limit))
+        return _frame(rows, RUN_SCHEMA)
+
+
+def read_run(engine: Engine, run: int | str | None = "latest") -> dict[str, Any] | None:
+    """One run as a dict, with its JSON documents decoded."""
+    run_id = latest_run_id(engine) if run in (None, "latest") else int(run)
+    if run_id is None:
+        return None
+    with engine.connect() as conn:
+        row = conn.execute(select(RefreshRun).where(RefreshRun.id == run_id)).mappings().first()
+    if row is None:
+        return None
+    record = dict(row["RefreshRun"].model_dump()) if "RefreshRun" in row else dict(row)
+    for key in ("sources_json", "timings_json", "definitions_json"):
+        record[key.removesuffix("_json")] = json.loads(record.pop(key) or "{}")
+    return record
+
+
+def read_definitions(engine: Engine, run: int | str | None = "latest") -> pl.DataFrame:
+    """Definitions as the run published them; ``body_json`` holds every field."""
+    run_id = resolve_run(engine, run)
+    schema = {"metric_id": pl.String(), "version": pl.Int64(), "content_hash": pl.String(), "title": pl.String(),
+              "outcome": pl.String(), "value_type": pl.String(), "unit": pl.String(), "polarity": pl.String(),
+              "body_json": pl.String(), "run_id": pl.Int64()}
+    if run_id is None:
+        return pl.DataFrame(schema=schema)
+    columns = [getattr(MetricDefinitionRecord, c) for c in schema]
+    with engine.connect() as conn:
+        rows = conn.execute(select(*columns).where(MetricDefinitionRecord.run_id == run_id)
+                            .order_by(MetricDefinitionRecord.metric_id))
+        return _frame(rows, schema)
+
+
+def read_quarantine(engine: Engine, run: int | str | None = "latest", *, source: str | None = None,
+                    limit: int | None = None) -> pl.DataFrame:
+    """Quarantined rows of a run (default: the latest published), with the rule each broke."""
+    run_id = resolve_run(engine, run)
+    schema = {"source_id": pl.String(), "file": pl.String(), "row_number": pl.Int64(), "rule": pl.String(),
+              "column": pl.String(), "value": pl.String(), "message": pl.String(), "row_json": pl.String(),
+              "run_id": pl.Int64()}
+    if run_id is None:
+        return pl.DataFrame(schema=schema)
+    query = select(*(getattr(QuarantinedRow, c) for c in schema)).where(QuarantinedRow.run_id == run_id)
+    if source:
+        query = query.where(QuarantinedRow.source_id == source)
+    query = query.order_by(QuarantinedRow.source_id, QuarantinedRow.file, QuarantinedRow.row_number)
+    if limit:
+        query = query.limit(limit)
+    with engine.connect() as conn:
+        return _frame(conn.execute(query), schema)
