@@ -114,6 +114,7 @@ def refresh(data_dir: str | Path, *, definitions_dir: str | Path | None = None, 
     try:
         result = _refresh(catalogue, definitions_dir, data_dir, engine, run_id, metrics, as_of, sources, timings, say)
         timings["total"] = round(time.perf_counter() - started, 3)
+        store.record_timings(engine, run_id, timings)  # the write and total times are known only now
         return result
     except BaseException as exc:  # includes KeyboardInterrupt: record the failure, keep the last run
         timings["total"] = round(time.perf_counter() - started, 3)
@@ -193,7 +194,6 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
     store.publish_run(engine, run_id, values=combined, definitions=definitions, quarantine=quarantine_frame,
                       sources=sources, timings=timings, definition_versions=versions)
     timings["write"] = round(time.perf_counter() - tick, 3)
-    store.record_timings(engine, run_id, timings)
     quarantined = quarantine_frame.height if quarantine_frame is not None else 0
     say(f"run {run_id} published: {combined.height:,} values, {quarantined:,} rows quarantined"
         + (f"; carried forward {', '.join(carried)} (source failed: {', '.join(failed)})" if carried else ""))

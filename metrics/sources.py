@@ -129,7 +129,11 @@ def _read_file(source: SourceDefinition, path: Path) -> pl.DataFrame:
         raise
     except Exception as exc:
         problem = _utf8_problem(path) if path.suffix.lower() == ".csv" else None
-        message = problem or f"could not read the file: {str(exc).splitlines()[0]}"
+        first_line = str(exc).splitlines()[0]
+        if "more fields than defined" in first_line:
+            problem = ("some rows have more fields than the header: the file may be truncated or cut mid-row, "
+                       "or a value contains an unquoted comma")
+        message = problem or f"could not read the file: {first_line}"
         raise SourceError(source.id, message, file=path) from None
     frame = frame.rename({c: c.lstrip("\ufeff").strip() for c in frame.columns})
     declared = list(source.columns)
@@ -183,8 +187,8 @@ def _parse(source: SourceDefinition, frame: pl.DataFrame, path: Path) -> tuple[p
         try:
             exprs.append(_parse_expr(name, spec, frame.schema[name]).alias(name))
         except TypeError:
-            raise SourceError(source.id, f"has type {frame.schema[name]}, expected {spec.type} "
-                                         f"({EXPECTED[spec.type]})", file=path, column=name) from None
+            raise SourceError(source.id, f"has type {frame.schema[name]}, expected {EXPECTED[spec.type]}",
+                              file=path, column=name) from None
     parsed = frame.with_columns(exprs)
     failures = []
     for name, spec in source.columns.items():

@@ -19,6 +19,7 @@ This module knows nothing of definitions or the store.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -38,6 +39,8 @@ __all__ = [
     "dsr",
     "isr",
     "isr_rate",
+    "quantile",
+    "sii",
 ]
 
 FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
@@ -602,12 +605,14 @@ def dsr(
     # output names of the keys are resolved after the aggregation
     cols = [k.alias(kn) for k, kn in zip(keys, key_names)]
     cols += [_expr(count).cast(pl.Float64).alias(X), _expr(population).cast(pl.Float64).alias(N)]
-    if isinstance(standard, (str, dict)) and not (isinstance(standard, str) and standard.lower() != "esp2013"):
+    builtin = isinstance(standard, dict) or (isinstance(standard, str) and standard.lower() == "esp2013")
+    if builtin:
         if age_band is None:
             raise ValueError("standard='esp2013' or a mapping needs age_band")
         mapping = _standard_mapping(standard)
         band = _band_key(_expr(age_band))
-        cols += [band.alias(B), band.replace_strict(mapping, default=None, return_dtype=pl.Float64).alias(W)]
+        weight = band.replace_strict(mapping, default=None, return_dtype=pl.Float64)  # type: ignore[arg-type]
+        cols += [band.alias(B), weight.alias(W)]
     else:
         cols += [_expr(standard).cast(pl.Float64).alias(W)]
         cols += [(_expr(age_band) if age_band is not None else pl.int_range(pl.len())).alias(B)]
@@ -619,7 +624,8 @@ def dsr(
     row_bad = _note(
         (x.is_null(), "count is null"),
         (n.is_null(), "population is null"),
-        (w.is_null() & pl.col(B).is_not_null(), "age band not in the standard"),
+        (pl.col(B).is_null(), "age band is null"),
+        (w.is_null() & pl.lit(builtin), "age band not in the standard"),
         (w.is_null(), "standard population is null"),
         (fr.is_null(), "event frequency is null"),
         (~x.is_finite() | ~n.is_finite() | ~w.is_finite(), "inputs must be finite"),
@@ -870,3 +876,372 @@ def isr_rate(
         df, count, population, ref_count, ref_population, by=by, multiplier=multiplier,
         confidence=confidence, observed=observed, as_rate=True,
     )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------- quantiles
+
+
+def quantile(
+    df: FrameT,
+    value: IntoExpr,
+    *,
+    by: IntoExpr | Sequence[IntoExpr] | None = None,
+    n_quantiles: int = 10,
+    invert: bool | IntoExpr = True,
+    name: str = "quantile",
+) -> FrameT:
+    """Assign each row to a quantile of ``value`` within its group, as ``phe_quantile``.
+
+    With ``n`` the number of non-null values in the group and ``rank`` the row's rank (ties get
+    the lowest rank; descending when inverted),
+    ``quantile = floor((q + 1) − ceil((n + 1 − rank) / (n / q)))`` with 0 raised to 1. Groups
+    with fewer than ``q`` values get null quantiles.
+
+    Parameters
+    ----------
+    df
+        DataFrame or LazyFrame; the same type is returned, row for row.
+    value
+        Column name or expression to rank by (e.g. an IMD score or rank).
+    by
+        Grouping column(s): quantiles are assigned separately within each group.
+    n_quantiles
+        Number of quantiles (10 for deciles, 5 for quintiles).
+    invert
+        ``True`` (the default, as PHEindicatormethods): quantile 1 holds the *highest* values
+        (e.g. IMD score, higher = more deprived, so decile 1 = most deprived). ``False``:
+        quantile 1 holds the lowest values (e.g. IMD rank, 1 = most deprived). A column name or
+        boolean expression sets it per group (it must be the same within a group).
+    name
+        Name of the output column (default ``"quantile"``).
+
+    Returns
+    -------
+    The frame with ``name`` (Int32) and ``ci_note`` added ("value is null", "fewer than q
+    values in group: no quantiles", "invert differs within group").
+
+    Examples
+    --------
+    >>> df = pl.DataFrame({"score": [40.0, 10.0, 25.0, 5.0, 33.0]})
+    >>> quantile(df, "score", n_quantiles=5)
+    shape: (5, 3)
+    ┌───────┬──────────┬─────────┐
+    │ score ┆ quantile ┆ ci_note │
+    │ ---   ┆ ---      ┆ ---     │
+    │ f64   ┆ i32      ┆ str     │
+    ╞═══════╪══════════╪═════════╡
+    │ 40.0  ┆ 1        ┆ null    │
+    │ 10.0  ┆ 4        ┆ null    │
+    │ 25.0  ┆ 3        ┆ null    │
+    │ 5.0   ┆ 5        ┆ null    │
+    │ 33.0  ┆ 2        ┆ null    │
+    └───────┴──────────┴─────────┘
+    """
+    if not isinstance(n_quantiles, int) or n_quantiles < 1:
+        raise ValueError("n_quantiles must be a positive integer")
+    keys = _by_list(by)
+    V, I = f"{_P}v", f"{_P}inv"
+    inv = pl.lit(invert) if isinstance(invert, bool) else _expr(invert).cast(pl.Boolean)
+    lf = _lazy(df).with_columns(_expr(value).cast(pl.Float64).alias(V), inv.alias(I))
+    v, i = pl.col(V), pl.col(I)
+
+    def over(e: pl.Expr) -> pl.Expr:
+        return e.over(keys) if keys else e
+
+    n = over(v.count())
+    asc, desc = over(v.rank("min")), over(v.rank("min", descending=True))
+    rank = pl.when(i).then(desc).otherwise(asc).cast(pl.Float64)
+    q = float(n_quantiles)
+    raw = ((q + 1) - ((n + 1 - rank) / (n / q)).ceil()).floor()
+    lf = lf.with_columns(
+        _note(
+            (v.is_null() | ~v.is_finite(), "value is null"),
+            (i.is_null(), "invert is null"),
+            (over(i.n_unique()) > 1, "invert differs within group"),
+            (n < n_quantiles, f"fewer than {n_quantiles} values in group: no quantiles"),
+        )
+    )
+    lf = lf.with_columns(
+        pl.when(_ok()).then(pl.when(raw == 0).then(1.0).otherwise(raw)).cast(pl.Int32).alias(name)
+    )
+    lf = lf.select(pl.exclude(NOTE), pl.col(NOTE))
+    return _finish(df, _drop_temps(lf))
+
+
+# ------------------------------------------------------------------------------------------ SII
+
+_VALUE_TYPES = ("other", "rate", "proportion")
+
+
+def _to_scale(a: np.ndarray, value_type: str) -> np.ndarray:
+    if value_type == "rate":
+        return np.log(a)
+    if value_type == "proportion":
+        return np.log(a / (1 - a))
+    return a
+
+
+def _from_scale(a: np.ndarray, value_type: str) -> np.ndarray:
+    if value_type == "rate":
+        return np.exp(a)
+    if value_type == "proportion":
+        return 1 / (1 + np.exp(-a))
+    return a
+
+
+def _group_seed(seed: int | None, key: tuple) -> np.random.Generator:
+    """A generator per group: reproducible by ``seed`` and independent of the other groups."""
+    if seed is None:
+        return np.random.default_rng()
+    return np.random.default_rng([seed, zlib.crc32(repr(key).encode())])
+
+
+def _sii_one(
+    pop: np.ndarray,
+    y: np.ndarray,
+    se: np.ndarray,
+    *,
+    value_type: str,
+    transform: bool,
+    multiplier: float,
+    repetitions: int,
+    levels: tuple[float, ...],
+    rng: np.random.Generator,
+) -> dict[str, float]:
+    """SII/RII of one group: ``y`` and ``se`` on the working scale (log/logit for rates and
+    proportions), rows ordered by quantile. Follows PHEindicatormethods' phe_sii."""
+    a = pop / pop.sum()
+    b = np.cumsum(a) - a / 2  # mid-point of each quantile's cumulative population share
+    sqrt_a = np.sqrt(a)
+    X = np.column_stack([sqrt_a, b * sqrt_a])
+    inv_m = np.linalg.solve(X.T @ X, X.T)  # 2 × Q least-squares operator
+    back = (lambda v: v) if transform else (lambda v: _from_scale(v, value_type))
+    b0, b1 = inv_m @ (sqrt_a * back(y))
+    sims = back(rng.normal(y, se, size=(repetitions, y.size))) * sqrt_a
+    params = sims @ inv_m.T
+    icpt_s, slope_s = params[:, 0], params[:, 1]
+
+    def positions(c: float) -> tuple[int, int]:
+        cv = c + (1 - c) / 2
+        lo = int(np.rint(repetitions * (1 - cv)))
+        hi = int(np.rint(repetitions * cv))
+        return max(lo, 1) - 1, min(max(hi, 1), repetitions) - 1
+
+    ks = sorted({k for c in levels for k in positions(c)})
+    out: dict[str, float] = {}
+    if not transform:
+        out["sii"] = multiplier * b1
+        rii = (b0 + b1) / b0
+        out["rii"] = 1 / rii if multiplier < 0 else rii
+        out["intercept"] = b0
+        s_sorted = np.partition(multiplier * slope_s, ks)
+        r_sims = (slope_s + icpt_s) / icpt_s
+        r_sorted = np.partition(1 / r_sims if multiplier < 0 else r_sims, ks)
+        for c in levels:
+            lo, hi = positions(c)
+            sfx = ci_suffix(c)
+            out[f"sii_lower_{sfx}"], out[f"sii_upper_{sfx}"] = s_sorted[lo], s_sorted[hi]
+            out[f"rii_lower_{sfx}"], out[f"rii_upper_{sfx}"] = r_sorted[lo], r_sorted[hi]
+        return out
+    g = (lambda v: _from_scale(v, value_type))
+    x1 = b0 + b1
+    xh = (b0 + x1) / 2
+    out["sii"] = (g(x1) - g(b0)) * multiplier
+    out["rii"] = g(b0) / g(x1) if multiplier < 0 else g(x1) / g(b0)
+    out["intercept"] = g(b0) * abs(multiplier)
+    s_sorted = np.partition(slope_s, ks)
+    for c in levels:
+        lo, hi = positions(c)
+        sl, su = s_sorted[lo], s_sorted[hi]
+        diff_l, diff_u = g(xh + sl / 2) - g(xh - sl / 2), g(xh + su / 2) - g(xh - su / 2)
+        ratio_l, ratio_u = g(xh + sl / 2) / g(xh - sl / 2), g(xh + su / 2) / g(xh - su / 2)
+        sfx = ci_suffix(c)
+        if multiplier < 0:
+            out[f"sii_lower_{sfx}"], out[f"sii_upper_{sfx}"] = diff_u * multiplier, diff_l * multiplier
+            out[f"rii_lower_{sfx}"], out[f"rii_upper_{sfx}"] = 1 / ratio_u, 1 / ratio_l
+        else:
+            out[f"sii_lower_{sfx}"], out[f"sii_upper_{sfx}"] = diff_l * multiplier, diff_u * multiplier
+            out[f"rii_lower_{sfx}"], out[f"rii_upper_{sfx}"] = ratio_l, ratio_u
+    return out
+
+
+def sii(
+    df: FrameT,
+    value: IntoExpr,
+    population: IntoExpr,
+    quantile: IntoExpr,
+    *,
+    by: IntoExpr | Sequence[IntoExpr] | None = None,
+    se: IntoExpr | None = None,
+    lower: IntoExpr | None = None,
+    upper: IntoExpr | None = None,
+    value_type: str = "other",
+    transform: bool = False,
+    multiplier: float = 1,
+    repetitions: int = 100_000,
+    seed: int | None = None,
+    rii: bool = True,
+    confidence: Confidence = (0.95, 0.998),
+) -> FrameT:
+    """Slope and relative index of inequality per group with simulated limits, as ``phe_sii``.
+
+    Quantiles are ordered (1 = most deprived first); each gets the mid-point ``b`` of its share
+    ``a`` of the group's cumulative population, and ``y·√a = β₀·√a + β₁·b√a`` is fitted by least
+    squares. SII = β₁ × multiplier (the fitted difference between ranks 1 and 0), RII =
+    (β₀ + β₁)/β₀, intercept = β₀. Limits come from ``repetitions`` simulations drawing each
+    quantile's value from N(value, se) on the working scale (log for rates, logit for
+    proportions, back-transformed before the regression unless ``transform``), taking the
+    order statistics at positions round(R·(1 − c)/2) and round(R·(1 + c)/2).
+
+    Parameters
+    ----------
+    df
+        DataFrame or LazyFrame with one row per group and quantile; the same type is returned.
+    value, population, quantile
+        Indicator value (for a proportion as a fraction 0–1: pass ``pl.col("x") / pl.col("n")``
+        if needed), quantile population (> 0) and quantile label (sortable; 1 = most deprived).
+    by
+        Grouping column(s); ``None`` gives one row. Every group must have every quantile that
+        appears anywhere in the frame (5 to 100 of them).
+    se
+        Standard error of ``value`` on the working scale (log/logit for rates/proportions).
+        Otherwise give ``lower`` and ``upper``, the 95% limits of ``value``:
+        se = (t(upper) − t(lower)) / (2 × 1.959964) with t the log/logit transform.
+    value_type
+        ``"other"`` (normal, e.g. life expectancy), ``"rate"`` or ``"proportion"``.
+    transform
+        Fit on the log/logit scale and back-transform the results (rates and proportions
+        only, needs ``lower``/``upper``), as ``phe_sii(transform = TRUE)``. The limits then keep
+        the fitted mid-point fixed.
+    multiplier
+        Scales the SII (e.g. 100 for percentages); negative reverses polarity and inverts the
+        RII.
+    repetitions
+        Number of simulations (default 100,000; at least 1,000).
+    seed
+        Seed for reproducible limits. Each group has its own generator seeded by ``seed`` and
+        the group's key, so a group's limits do not depend on the other groups.
+    rii
+        Include ``rii`` and its limits (default True).
+    confidence
+        A level or a tuple of levels.
+
+    Returns
+    -------
+    One row per group: the ``by`` columns, ``sii``, ``sii_lower_<pct>``, ``sii_upper_<pct>``,
+    (``rii`` and its limits), ``intercept`` and ``ci_note``.
+
+    Examples
+    --------
+    >>> df = pl.DataFrame({"q": [1, 2, 3, 4, 5], "pop": [100, 100, 100, 100, 100],
+    ...                    "le": [76.0, 77.0, 78.0, 79.0, 80.0], "se": [0.5] * 5})
+    >>> out = sii(df, "le", "pop", "q", se="se", confidence=0.95, repetitions=10_000, seed=1)
+    >>> out.select("sii", "rii", "intercept").with_columns(cs.float().round(3))
+    shape: (1, 3)
+    ┌─────┬───────┬───────────┐
+    │ sii ┆ rii   ┆ intercept │
+    │ --- ┆ ---   ┆ ---       │
+    │ f64 ┆ f64   ┆ f64       │
+    ╞═════╪═══════╪═══════════╡
+    │ 5.0 ┆ 1.066 ┆ 75.5      │
+    └─────┴───────┴───────────┘
+    """
+    levels = _levels(confidence)
+    if value_type not in _VALUE_TYPES:
+        raise ValueError(f"value_type must be one of {_VALUE_TYPES}, got {value_type!r}")
+    if se is None and (lower is None or upper is None):
+        raise ValueError("sii needs se, or both lower and upper")
+    if transform and (value_type == "other" or lower is None or upper is None or se is not None):
+        raise ValueError("transform needs a rate or proportion with lower and upper (and no se)")
+    if repetitions < 1000:
+        raise ValueError("repetitions must be at least 1000")
+    keys = _by_list(by)
+    out_names = [k.meta.output_name() for k in keys]
+    Q, N, V, S, L, U = (f"{_P}{s}" for s in ("q", "n", "v", "se", "lo", "hi"))
+    cols = [*keys, _expr(quantile).alias(Q), _expr(population).cast(pl.Float64).alias(N)]
+    cols.append(_expr(value).cast(pl.Float64).alias(V))
+    if se is not None:
+        cols.append(_expr(se).cast(pl.Float64).alias(S))
+    else:
+        cols += [_expr(lower).cast(pl.Float64).alias(L), _expr(upper).cast(pl.Float64).alias(U)]
+    lf = _lazy(df).select(cols)
+    n, v, q = pl.col(N), pl.col(V), pl.col(Q)
+    checks: list[tuple[pl.Expr, str]] = [
+        (q.is_null(), "quantile is null"),
+        (n.is_null() | (n <= 0), "population must be > 0"),
+        (v.is_null() | ~v.is_finite(), "value is null"),
+    ]
+    if se is not None:
+        checks += [(pl.col(S).is_null(), "standard error is null"), (pl.col(S) < 0, "negative standard error")]
+        lims: list[pl.Expr] = [v]
+    else:
+        checks.append((pl.col(L).is_null() | pl.col(U).is_null(), "confidence limit is null"))
+        lims = [v, pl.col(L), pl.col(U)]
+    if value_type == "proportion":
+        checks.append((pl.any_horizontal([(e <= 0) | (e >= 1) for e in lims]), "proportion must be between 0 and 1"))
+    elif value_type == "rate":
+        checks.append((pl.any_horizontal([e <= 0 for e in lims]), "rate must be > 0"))
+    lf = lf.with_columns(_note(*checks).alias(f"{_P}bad"), q.drop_nulls().n_unique().alias(f"{_P}nq"))
+    z95 = _z(0.95)
+    if se is not None:
+        se_expr = pl.col(S)
+    else:
+        t = {"other": lambda e: e, "rate": lambda e: e.log(), "proportion": lambda e: (e / (1 - e)).log()}[value_type]
+        se_expr = (t(pl.col(U)) - t(pl.col(L))) / z95 / 2
+    t_v = {"other": v, "rate": v.log(), "proportion": (v / (1 - v)).log()}[value_type]
+    lf = lf.with_columns(
+        pl.when(pl.col(f"{_P}bad").is_null()).then(t_v).alias(V),
+        pl.when(pl.col(f"{_P}bad").is_null()).then(se_expr).alias(S),
+    )
+    aggs = [
+        pl.col(N).sort_by(Q).alias(N),
+        pl.col(V).sort_by(Q).alias(V),
+        pl.col(S).sort_by(Q).alias(S),
+        pl.col(f"{_P}bad").drop_nulls().first().alias(f"{_P}bad"),
+        q.n_unique().alias(f"{_P}gq"),
+        pl.len().alias(f"{_P}rows"),
+        pl.col(f"{_P}nq").first().alias(f"{_P}nq"),
+    ]
+    group_keys = out_names or [pl.lit(0).alias(f"{_P}one")]  # lists need a group, even if one
+    lf = lf.group_by(group_keys, maintain_order=True).agg(aggs)
+    nq = pl.col(f"{_P}nq")
+    lf = lf.with_columns(
+        pl.coalesce(
+            pl.col(f"{_P}bad"),
+            _note(
+                ((nq < 5) | (nq > 100), "need 5 to 100 quantiles"),
+                (pl.col(f"{_P}rows") > pl.col(f"{_P}gq"), "quantile repeated in group"),
+                (pl.col(f"{_P}gq") < nq, "not every quantile present in group"),
+            ),
+        ).alias(NOTE)
+    )
+    stat_names = ["sii"] + [f"sii_{s}_{ci_suffix(c)}" for c in levels for s in ("lower", "upper")]
+    stat_names += ["rii"] + [f"rii_{s}_{ci_suffix(c)}" for c in levels for s in ("lower", "upper")]
+    stat_names.append("intercept")
+    dtype = pl.Struct({k: pl.Float64 for k in stat_names})
+    settings = dict(
+        value_type=value_type, transform=transform, multiplier=float(multiplier),
+        repetitions=int(repetitions), levels=levels,
+    )  # fmt: skip
+
+    def run(s: pl.Series) -> pl.Series:
+        rows = []
+        for rec in s.to_list():
+            if rec[NOTE] is not None:
+                rows.append(dict.fromkeys(stat_names))
+                continue
+            key = tuple(rec[k] for k in out_names)
+            res = _sii_one(
+                np.asarray(rec[N], dtype=float), np.asarray(rec[V], dtype=float),
+                np.asarray(rec[S], dtype=float), rng=_group_seed(seed, key), **settings,  # type: ignore[arg-type]
+            )  # fmt: skip
+            rows.append({k: float(res[k]) for k in stat_names})
+        return pl.Series(s.name, rows, dtype=dtype)
+
+    packed = pl.struct([*out_names, N, V, S, NOTE]).map_batches(run, return_dtype=dtype)
+    lf = lf.with_columns(packed.alias(f"{_P}res")).unnest(f"{_P}res")
+    keep = [*out_names, *stat_names]
+    if not rii:
+        keep = [k for k in keep if not k.startswith("rii")]
+    lf = lf.select(*keep, NOTE)
+    return _finish(df, lf)

@@ -1,0 +1,83 @@
+"""The `outcomes` command, driven as a user would (through click's runner, on a temporary store)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from metrics.cli import main
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    monkeypatch.setenv("OUTCOMES_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    runner = CliRunner()
+
+    def run(*args: str, code: int = 0):
+        result = runner.invoke(main, list(args), catch_exceptions=False)
+        assert result.exit_code == code, result.output + (result.stderr if hasattr(result, "stderr") else "")
+        return result
+
+    return run
+
+
+def test_every_command_has_help_with_an_example(cli):
+    for name, command in main.commands.items():
+        assert command.help and "Example:" in command.help, f"`outcomes {name}` needs help text with an example"
+        cli(name, "--help")
+
+
+def test_validate_list_and_explain(cli):
+    assert "0 error(s)" in cli("validate").output
+    listing = cli("list").output
+    assert "Timely discharge from hospital" in listing and "breast_screening_coverage" in listing
+    assert "in scope: patient_classification = 1" in cli("explain", "--metrics", "discharged_on_ready_date").output
+
+
+def test_refresh_then_read_values(cli, handbuilt_dir, tmp_path):
+    result = cli("refresh", "--data", str(handbuilt_dir), "--as-of", "2026-01-01")
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "published" and summary["quarantined"] == 4
+    assert "inpatient_spells: 13 rows valid, 4 quarantined, 1 superseded" in result.stderr
+
+    csv = cli("values", "--metric", "breast_screening_coverage", "--breakdown", "overall").stdout
+    frame = pl.read_csv(io.StringIO(csv))
+    assert frame.columns == ["metric_id", "place", "period_type", "period_start", "period_end", "breakdown", "group",
+                             "numerator", "denominator", "value", "lower_95", "upper_95", "lower_99_8", "upper_99_8",
+                             "run_id"]
+    assert sorted(frame["value"].round(4).to_list()) == [50.0, 66.6667]
+
+    rows = json.loads(cli("values", "--metric", "discharged_on_ready_date", "--place", "Walsall",
+                          "--period-type", "financial_quarter", "--breakdown", "overall", "--format", "json").stdout)
+    assert len(rows) == 1 and rows[0]["numerator"] == 2 and rows[0]["denominator"] == 3
+
+    out = tmp_path / "v.parquet"
+    cli("values", "--format", "parquet", "--out", str(out))
+    assert pl.read_parquet(out).height > 300
+
+    runs = cli("runs").stdout
+    assert "published" in runs and "run    1" in runs
+    quarantine = cli("quarantine", "--source", "inpatient_spells").stdout
+    assert "future_date" in quarantine and "2031-01-01" in quarantine
+
+
+def test_values_of_an_unpublished_run_is_an_error(cli):
+    assert "not a published run" in cli("values", "--run", "99", code=2).stderr
+
+
+def test_refresh_with_broken_definitions_exits_2(cli, handbuilt_dir, definitions_dir):
+    path = definitions_dir / "metrics" / "delayed_bed_days.yaml"
+    path.write_text(path.read_text().replace("polarity:", "polarty:"))
+    result = cli("refresh", "--data", str(handbuilt_dir), "--definitions", str(definitions_dir), code=2)
+    assert "nothing was refreshed" in result.stderr and "polarty" in result.stderr
+
+
+def test_refresh_with_a_broken_source_exits_3_but_publishes(cli, handbuilt_dir):
+    (handbuilt_dir / "breast_screening" / "screening_2024-03-31.csv").write_text("")
+    result = cli("refresh", "--data", str(handbuilt_dir), "--as-of", "2026-01-01", code=3)
+    assert json.loads(result.stdout)["failed_sources"] == ["breast_screening"]
+    assert "file is empty" in result.stderr

@@ -1,0 +1,138 @@
+"""Publishing: atomic runs, failed sources carried forward, failures and kills leave the last good run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import store
+from conftest import AS_OF, DEFINITIONS, PROJECT
+from metrics.refresh import refresh
+
+
+def test_a_run_records_its_provenance(published, engine, handbuilt_dir):
+    run = store.read_run(engine)
+    assert run["id"] == published.run_id and run["status"] == "published"
+    assert run["definitions"]["discharged_on_ready_date"]["version"] == 1
+    assert len(run["definitions"]["discharged_on_ready_date"]["content_hash"]) == 16
+    spells = run["sources"]["inpatient_spells"]
+    assert spells["rows_read"] == 18 and spells["rows_quarantined"] == 4 and spells["rows_superseded"] == 1
+    assert spells["quarantined_by_rule"] == {"discharge_not_before_admission": 1, "future_date": 1,
+                                             "type_integer": 1, "unknown_lsoa": 1}
+    assert {"load_validate", "compute", "write", "total"} <= set(run["timings"])
+    assert run["code_version"].startswith("0.1.0")
+    assert run["values_count"] == store.read_values(engine).height
+    assert run["quarantined_count"] == store.read_quarantine(engine).height == 4
+    definitions = store.read_definitions(engine)
+    assert definitions.height == 6 and "Wilson" in definitions.filter(
+        pl.col("metric_id") == "discharged_on_ready_date")["body_json"][0]
+
+
+def test_a_broken_source_is_carried_forward_and_others_refresh(published, engine, handbuilt_dir):
+    before = store.read_values(engine, provenance=True)
+    # Next month: contacts change, spells extract arrives broken.
+    (handbuilt_dir / "inpatient_spells" / "spells_2024-06.csv").write_text("garbage\n")
+    contacts = handbuilt_dir / "community_contacts" / "contacts_2024-06.csv"
+    contacts.write_text(contacts.read_text().replace(",2,,01,A10", ",5,20,01,A10"))  # c8 now attended
+    result = refresh(handbuilt_dir, definitions_dir=DEFINITIONS, engine=engine, as_of=AS_OF)
+    assert result.failed_sources == ["inpatient_spells"]
+    assert set(result.carried_forward) == {"delayed_bed_days", "discharged_on_ready_date", "mean_discharge_delay_days"}
+    assert "missing column(s)" in store.read_run(engine)["sources"]["inpatient_spells"]["error"]
+    after = store.read_values(engine, provenance=True)
+    spells_metrics = pl.col("metric_id").is_in(result.carried_forward)
+    # Carried-forward values are identical and say which run computed them.
+    keep = [c for c in before.columns if c != "run_id"]
+    assert after.filter(spells_metrics).select(keep).equals(before.filter(spells_metrics).select(keep))
+    assert after.filter(spells_metrics)["computed_run_id"].unique().to_list() == [published.run_id]
+    # The refreshed source shows the new data.
+    june = after.filter(pl.col("metric_id") == "community_contacts_per_1000", pl.col("place") == "Walsall",
+                        pl.col("breakdown") == "overall", pl.col("period_type") == "month",
+                        pl.col("period_start") == pl.date(2024, 6, 1))
+    assert june["numerator"].to_list() == [1]
+    assert after.filter(~spells_metrics)["computed_run_id"].unique().to_list() == [result.run_id]
+
+
+def test_a_failure_leaves_the_previous_run_published(published, engine, handbuilt_dir, monkeypatch):
+    before = store.read_values(engine)
+    import metrics.refresh as refresh_module
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(refresh_module, "compute_source", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        refresh(handbuilt_dir, definitions_dir=DEFINITIONS, engine=engine, as_of=AS_OF)
+    runs = store.list_runs(engine)
+    assert runs["status"].to_list() == ["failed", "published"]
+    assert "disk on fire" in runs["error"][0]
+    assert store.latest_run_id(engine) == published.run_id
+    assert store.read_values(engine).equals(before)
+
+
+def test_a_missing_geography_fails_the_run(published, engine, handbuilt_dir):
+    (handbuilt_dir / "geography" / "geography.csv").unlink()
+    with pytest.raises(Exception, match="geography lookup could not be loaded"):
+        refresh(handbuilt_dir, definitions_dir=DEFINITIONS, engine=engine, as_of=AS_OF)
+    assert store.latest_run_id(engine) == published.run_id
+
+
+KILLER = textwrap.dedent("""
+    import datetime as dt, os, signal, sys
+    import store, store.repository as repository, metrics.refresh as refresh_module
+    point = sys.argv[3]
+    if point == "compute":
+        def die(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGKILL)
+        refresh_module.compute_source = die
+    elif point == "write":
+        original = repository._chunks
+        def chunks(rows, size=repository._BATCH):
+            for index, chunk in enumerate(original(rows, 5)):
+                if index == 3:  # some rows are already inserted in the open transaction
+                    os.kill(os.getpid(), signal.SIGKILL)
+                yield chunk
+        repository._chunks = chunks
+    engine = store.get_engine(sys.argv[2])
+    refresh_module.refresh(sys.argv[1], engine=engine, as_of=dt.date(2026, 1, 1))
+""")
+
+
+@pytest.mark.parametrize("point", ["compute", "write"])
+def test_killing_a_refresh_leaves_the_last_run_published(published, engine, handbuilt_dir, tmp_path, point):
+    before = store.read_values(engine)
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    url = str(engine.url)
+    process = subprocess.run([sys.executable, str(script), str(handbuilt_dir), url, point], cwd=PROJECT,
+                             capture_output=True, text=True, timeout=120)
+    assert process.returncode == -signal.SIGKILL, process.stderr
+    assert store.latest_run_id(engine) == published.run_id
+    assert store.read_values(engine).equals(before)
+    assert store.list_runs(engine)["status"].to_list() == ["running", "published"]
+    # The next refresh notices the abandoned run and publishes normally.
+    result = refresh(handbuilt_dir, definitions_dir=DEFINITIONS, engine=engine, as_of=AS_OF)
+    runs = store.list_runs(engine)
+    assert runs["status"].to_list() == ["published", "failed", "published"]
+    assert "abandoned" in runs["error"][1]
+    assert store.read_values(engine).drop("run_id").equals(before.drop("run_id"))
+    assert result.run_id == runs["run_id"][0]
+
+
+def test_unknown_metric_is_refused(engine, handbuilt_dir):
+    with pytest.raises(ValueError, match="unknown metric"):
+        refresh(handbuilt_dir, definitions_dir=DEFINITIONS, engine=engine, metrics=["nope"], as_of=AS_OF)
+    assert store.list_runs(engine).is_empty()
+
+
+def test_default_store_is_sqlite_in_var(monkeypatch):
+    monkeypatch.delenv("OUTCOMES_DATABASE_URL", raising=False)
+    assert store.database_url().endswith("var/outcomes.db")
+    monkeypatch.setenv("OUTCOMES_DATABASE_URL", "sqlite:///elsewhere.db")
+    assert store.database_url() == "sqlite:///elsewhere.db"

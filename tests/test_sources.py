@@ -1,0 +1,104 @@
+"""Loading extracts: quarantine with the rule that failed, structural errors that name file and
+column, resubmissions, and the accounting identity read = valid + quarantined + superseded."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from conftest import AS_OF, DEFINITIONS
+from metrics.definitions import load_catalogue
+from metrics.errors import SourceError
+from metrics.sources import load_source
+
+
+@pytest.fixture(scope="module")
+def catalogue():
+    return load_catalogue(DEFINITIONS)
+
+
+def _load(catalogue, root: Path, source_id: str):
+    geography = load_source(catalogue.sources["geography"], root, as_of=AS_OF)
+    return load_source(catalogue.sources[source_id], root, as_of=AS_OF,
+                       known_lsoas=geography.frame["lsoa_code"].to_list())
+
+
+def test_bad_rows_are_quarantined_with_their_rule_and_nothing_is_lost(catalogue, handbuilt_dir):
+    spells = _load(catalogue, handbuilt_dir, "inpatient_spells")
+    assert spells.rows_read == 18
+    assert spells.rows_read == spells.rows_valid + spells.rows_quarantined + spells.rows_superseded
+    q = {r["row_number"]: r for r in spells.quarantine.iter_rows(named=True)}
+    assert q[10]["rule"] == "discharge_not_before_admission"
+    assert q[10]["column"] == "discharge_date, admission_date"
+    assert q[11]["rule"] == "unknown_lsoa" and q[11]["value"] == "E01099999"
+    assert q[12]["rule"] == "future_date" and q[12]["message"] == "expected on or before the refresh date 2026-01-01"
+    assert q[13]["rule"] == "type_integer" and q[13]["column"] == "age" and q[13]["value"] == "abc"
+    assert all(r["file"] == "spells_2024-04.csv" for r in q.values())
+    # The whole row is kept, as read, so nothing is lost.
+    assert '"spell_id":"bad1"' in q[10]["row_json"]
+
+
+def test_resubmission_keeps_the_latest(catalogue, handbuilt_dir):
+    spells = _load(catalogue, handbuilt_dir, "inpatient_spells")
+    s2 = spells.frame.filter(pl.col("spell_id") == "s2")
+    assert s2.height == 1 and s2["discharge_date"][0] == dt.date(2024, 4, 10) and s2["submission_id"][0] == 2
+    assert spells.rows_superseded == 1
+    assert s2["delay_days"][0] == 4  # derived: discharge − DRD, floored at 0
+
+
+def test_fingerprints_name_every_file(catalogue, handbuilt_dir):
+    contacts = _load(catalogue, handbuilt_dir, "community_contacts")
+    assert [f["file"] for f in contacts.files] == ["contacts_2024-04.csv", "contacts_2024-05.csv", "contacts_2024-06.csv"]
+    assert all(len(f["sha256"]) == 64 and f["bytes"] > 0 and f["rows"] > 0 for f in contacts.files)
+
+
+def test_parquet_and_csv_load_identically(catalogue, handbuilt_dir):
+    csv = _load(catalogue, handbuilt_dir, "inpatient_spells")
+    folder = handbuilt_dir / "inpatient_spells"
+    for path in sorted(folder.glob("*.csv")):
+        frame = pl.read_csv(path, infer_schema_length=0)
+        frame.write_parquet(path.with_suffix(".parquet"))
+        path.unlink()
+    parquet = _load(catalogue, handbuilt_dir, "inpatient_spells")
+    assert parquet.frame.drop("_file").equals(csv.frame.drop("_file"))
+    assert parquet.rows_quarantined == csv.rows_quarantined
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda p: p.write_text(""), "file is empty (0 bytes)"),
+    (lambda p: pl.read_csv(p, infer_schema=False).drop("discharge_ready_date").write_csv(p),
+     "missing column(s) discharge_ready_date"),
+    (lambda p: p.write_text(p.read_text().replace("discharge_ready_date,", "")), "some rows have more fields than the header"),
+    (lambda p: p.write_text(p.read_text().replace(",", ";")), "does not use commas between columns"),
+    (lambda p: p.write_bytes(p.read_bytes().replace(b"RNA", b"R\xe9A")), "file is not UTF-8 encoded (byte 0xe9"),
+])
+def test_structural_problems_stop_the_source_with_a_clear_message(catalogue, handbuilt_dir, change, message):
+    path = handbuilt_dir / "inpatient_spells" / "spells_2024-04.csv"
+    change(path)
+    with pytest.raises(SourceError) as info:
+        _load(catalogue, handbuilt_dir, "inpatient_spells")
+    assert message in str(info.value)
+    assert "spells_2024-04.csv" in str(info.value) and "inpatient_spells" in str(info.value)
+
+
+def test_missing_folder_is_structural(catalogue, tmp_path):
+    with pytest.raises(SourceError, match="extract folder not found: expected a folder 'geography'"):
+        load_source(catalogue.sources["geography"], tmp_path)
+
+
+def test_bom_is_tolerated(catalogue, handbuilt_dir):
+    path = handbuilt_dir / "inpatient_spells" / "spells_2024-04.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert _load(catalogue, handbuilt_dir, "inpatient_spells").rows_read == 18
+
+
+def test_wrong_parquet_type_is_structural(catalogue, handbuilt_dir):
+    path = handbuilt_dir / "inpatient_spells" / "spells_2024-06.csv"
+    frame = pl.read_csv(path, infer_schema_length=0).with_columns(pl.lit(1.5).alias("discharge_date"))
+    frame.write_parquet(path.with_suffix(".parquet"))
+    path.unlink()
+    with pytest.raises(SourceError, match=r"column 'discharge_date': has type Float64, expected a date \(YYYY-MM-DD\)"):
+        _load(catalogue, handbuilt_dir, "inpatient_spells")
