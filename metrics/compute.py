@@ -158,35 +158,64 @@ def _cell_keys(lf_columns: list[str], step: MetricStep) -> list[str]:
 
 def _distinct_partials(lf: pl.LazyFrame, step: MetricStep, columns: list[str], keys: list[str],
                        first_month: dt.date, last_month: dt.date) -> list[pl.LazyFrame]:
-    """People counted once per period, in the cell of their first qualifying row of that period."""
+    """People counted once per period, in the cell of their first qualifying row of that period.
+
+    Rows shrink first to person-months (the first qualifying row of each person in each month).
+    Fixed periods keep each person's first month in the period. Rolling windows avoid exploding
+    every row into every window: a person-month is the person's first month in exactly the windows
+    ending from max(month, previous month + window) to month + window - 1, so each person-month
+    adds +1 where that range starts and -1 after it ends, and a running sum per cell gives the count.
+    """
     counted = _flags(step, columns, "_")[0]
-    date = pl.col(step.date_column)
-    rows = (lf.filter(counted == 1)
-            .select(date.alias("_date"), pl.col(step.count_distinct).alias("_who"), *keys)
-            .sort("_date"))
+    person_months = (
+        lf.filter(counted == 1)
+        .select(pl.col(step.date_column).alias("_date"), pl.col(step.count_distinct).alias("_who"), *keys)
+        .with_columns(pl.col("_date").dt.truncate("1mo").alias("_month"))
+        .sort(["_who", "_date"])
+        .unique(["_who", "_month"], keep="first", maintain_order=True)
+        .drop("_date")
+        .collect()  # shared by every grain below: materialise once rather than re-run per branch
+        .lazy()
+    )
     parts = []
     for grain in step.grains:
         window = _rolling_months(grain)
         if window:
-            firsts = (rows.with_columns(pl.col("_date").dt.truncate("1mo").alias("_month"))
-                      .unique(["_month", "_who"], keep="first", maintain_order=True))
-            offsets = pl.LazyFrame({"_offset": list(range(window))}, schema={"_offset": pl.Int32})
-            exploded = firsts.join(offsets, how="cross").with_columns(
-                pl.col("_month").dt.offset_by(pl.format("{}mo", pl.col("_offset"))).alias("_window_end"))
-            people = (exploded.sort(["_window_end", "_date"])
-                      .unique(["_window_end", "_who"], keep="first", maintain_order=True)
-                      .with_columns(pl.col("_window_end").dt.offset_by(f"-{window - 1}mo").alias("period_start"),
-                                    pl.col("_window_end").dt.month_end().alias("period_end")))
+            part = _rolling_people(person_months, window, keys, first_month, last_month)
         else:
-            start, end = period_bounds(grain, pl.col("_date"))
-            people = (rows.with_columns(start.alias("period_start"), end.alias("period_end"))
-                      .unique(["period_start", "_who"], keep="first", maintain_order=True))
-        part = (people.group_by(["period_start", "period_end", *keys])
-                .agg(pl.len().cast(pl.Float64).alias("numerator"))
-                .with_columns(pl.lit(grain).alias("period_type"), pl.lit(None, pl.Float64).alias("sum_squares"),
-                              pl.lit(None, pl.Float64).alias("denominator")))
+            start, end = period_bounds(grain, pl.col("_month"))
+            part = (person_months.with_columns(start.alias("period_start"), end.alias("period_end"))
+                    .unique(["_who", "period_start"], keep="first", maintain_order=True)
+                    .group_by(["period_start", "period_end", *keys])
+                    .agg(pl.len().cast(pl.Float64).alias("numerator")))
+        part = part.with_columns(pl.lit(grain).alias("period_type"), pl.lit(None, pl.Float64).alias("sum_squares"),
+                                 pl.lit(None, pl.Float64).alias("denominator"))
         parts.append(_complete(part, first_month, last_month))
     return parts
+
+
+def _rolling_people(person_months: pl.LazyFrame, window: int, keys: list[str],
+                    first_month: dt.date, last_month: dt.date) -> pl.LazyFrame:
+    # Rows are sorted by person then month, so the previous row is the person's previous month
+    # (a plain shift: a window `over` millions of people is far slower).
+    previous = pl.when(pl.col("_who") == pl.col("_who").shift(1)).then(pl.col("_month").shift(1))
+    starts = (pl.when(previous.is_null()).then(pl.col("_month"))
+              .otherwise(pl.max_horizontal(pl.col("_month"), previous.dt.offset_by(f"{window}mo"))))
+    ranges = person_months.with_columns(starts.alias("_from"), pl.col("_month").dt.offset_by(f"{window}mo").alias("_to"))
+    deltas = pl.concat([
+        ranges.select(pl.col("_from").alias("_window_end"), pl.lit(1, pl.Int64).alias("_delta"), *keys),
+        ranges.select(pl.col("_to").alias("_window_end"), pl.lit(-1, pl.Int64).alias("_delta"), *keys),
+    ]).group_by(["_window_end", *keys]).agg(pl.col("_delta").sum())
+    window_ends = pl.LazyFrame({"_window_end": pl.date_range(first_month, last_month, "1mo", eager=True)})
+    grid = deltas.select(keys).unique().join(window_ends, how="cross")
+    counts = (grid.join(deltas, on=["_window_end", *keys], how="left", nulls_equal=True)
+              .with_columns(pl.col("_delta").fill_null(0))
+              .sort([*keys, "_window_end"], nulls_last=True)
+              .with_columns(pl.col("_delta").cum_sum().over(keys).cast(pl.Float64).alias("numerator"))
+              .filter(pl.col("numerator") > 0))
+    return counts.select(
+        pl.col("_window_end").dt.offset_by(f"-{window - 1}mo").alias("period_start"),
+        pl.col("_window_end").dt.month_end().alias("period_end"), *keys, "numerator")
 
 
 def _population_cells(population: pl.DataFrame, pop_source: SourceDefinition, step: MetricStep,
@@ -299,4 +328,5 @@ def _finish(cells: pl.LazyFrame, step: MetricStep, catalogue: Catalogue, geograp
         cells = _with_population(cells, pop_cells, pop_keys)
     elif step.value_type == "proportion":
         cells = cells.filter(pl.col("denominator") > 0)
-    return _statistics(_breakdowns(cells, step), step)
+    # Fine cells are small; materialising them stops each breakdown's branch re-running the plan.
+    return _statistics(_breakdowns(cells.collect().lazy(), step), step)
