@@ -283,6 +283,35 @@ def _derive(source: SourceDefinition, frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(exprs) if exprs else frame
 
 
+def _possible_duplicates(frame: pl.DataFrame, key: list[str]) -> pl.Series | None:
+    """Rows whose key hash occurs more than once (a superset of true duplicates), or None.
+
+    Hashing the key to one integer and looking for repeats is an order of magnitude faster than
+    comparing multi-column string keys, and true duplicates are rare; the exact comparison then
+    runs on the candidates only.
+    """
+    repeated = frame.select(pl.struct(key).hash(seed=0).is_duplicated()).to_series()
+    return repeated if repeated.any() else None
+
+
+def _keep_latest_submission(frame: pl.DataFrame, key: list[str], latest_by: str) -> tuple[pl.DataFrame, int]:
+    """Resubmissions replace earlier rows: keep each key's latest submission (among equal
+    submissions, the row read later wins). Returns the frame and how many rows were superseded."""
+    candidates = _possible_duplicates(frame, key)
+    if candidates is None:
+        return frame, 0
+    indexed = frame.with_row_index("_index")
+    resubmitted = indexed.filter(candidates)
+    winners = (resubmitted.sort([latest_by, "_index"])
+               .unique(subset=key, keep="last")
+               .select("_index"))
+    losers = resubmitted.join(winners, on="_index", how="anti")["_index"]
+    if losers.is_empty():
+        return frame, 0
+    kept = indexed.filter(~pl.col("_index").is_in(losers.implode())).drop("_index")
+    return kept, losers.len()
+
+
 def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.date | None = None,
                 known_lsoas: list[str] | None = None) -> LoadedSource:
     """Read, parse, validate and de-duplicate one source. Raises ``SourceError`` for structural problems."""
@@ -329,27 +358,24 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
 
     superseded = 0
     if source.dedup:
-        # Resubmissions replace earlier rows: keep the latest submission; among equal submissions
-        # the row that came later in the files wins.
-        before = frame.height
-        frame = (frame.sort([source.dedup.keep_latest_by, _FILE, _ROW])
-                 .unique(subset=source.dedup.key, keep="last", maintain_order=True)
-                 .sort([_FILE, _ROW]))
-        superseded = before - frame.height
+        frame, superseded = _keep_latest_submission(frame, source.dedup.key, source.dedup.keep_latest_by)
     if source.key:
-        duplicated = frame.select(pl.struct(source.key).is_duplicated().alias("dup"))["dup"]
-        first = frame.select(pl.struct(source.key).is_first_distinct().alias("first"))["first"]
-        extra = duplicated & ~first
-        if extra.any():
-            dupes = frame.filter(extra)
-            quarantine_parts.append(dupes.select(
-                pl.col(_FILE).alias("file"), pl.col(_ROW).alias("row_number"), pl.lit("duplicate_key").alias("rule"),
-                pl.lit(", ".join(source.key)).alias("column"),
-                pl.concat_str([pl.col(c).cast(pl.String) for c in source.key], separator="|").alias("value"),
-                pl.lit(f"expected one row per {', '.join(source.key)}; an earlier row has the same key").alias("message"),
-                _row_json(dupes).alias("row_json"),
-            ))
-            frame = frame.filter(~extra)
+        extra = _possible_duplicates(frame, source.key)
+        if extra is not None:
+            # Exact check on the few candidate rows: every row after the first with the same key.
+            candidates = frame.with_row_index("_index").filter(extra)
+            repeated = candidates.filter(~pl.struct(source.key).is_first_distinct())
+            if repeated.height:
+                quarantine_parts.append(repeated.select(
+                    pl.col(_FILE).alias("file"), pl.col(_ROW).alias("row_number"),
+                    pl.lit("duplicate_key").alias("rule"), pl.lit(", ".join(source.key)).alias("column"),
+                    pl.concat_str([pl.col(c).cast(pl.String) for c in source.key], separator="|").alias("value"),
+                    pl.lit(f"expected one row per {', '.join(source.key)}; an earlier row has the same key")
+                    .alias("message"),
+                    _row_json(repeated).alias("row_json"),
+                ))
+                drop = pl.Series("_drop", repeated["_index"])
+                frame = frame.with_row_index("_index").filter(~pl.col("_index").is_in(drop.implode())).drop("_index")
 
     quarantine = (pl.concat([q.select(list(QUARANTINE_SCHEMA)[1:]) for q in quarantine_parts], how="vertical")
                   if quarantine_parts else pl.DataFrame(schema={k: v for k, v in QUARANTINE_SCHEMA.items()

@@ -129,9 +129,7 @@ def _ok() -> pl.Expr:
     return pl.col(NOTE).is_null()
 
 
-def _numpy_map(
-    col: str, fn: Callable[[np.ndarray], np.ndarray], *, elementwise: bool = True
-) -> pl.Expr:
+def _numpy_map(col: str, fn: Callable[[np.ndarray], np.ndarray]) -> pl.Expr:
     """Apply a vectorised numpy/scipy function to a whole Float64 column (never row by row)."""
 
     def run(s: pl.Series) -> pl.Series:
@@ -140,19 +138,20 @@ def _numpy_map(
             out = fn(np.asarray(a, dtype=np.float64))
         return pl.Series(s.name, out, dtype=pl.Float64).fill_nan(None)
 
-    return pl.col(col).map_batches(run, return_dtype=pl.Float64, is_elementwise=elementwise)
+    return pl.col(col).map_batches(run, return_dtype=pl.Float64, is_elementwise=True)
 
 
 def _exact_poisson(a: np.ndarray, c: float, side: str) -> np.ndarray:
     """Exact (chi-squared) Poisson limit of a count, computed only where the count is < 10."""
     out = np.full(a.shape, np.nan)
     m = np.isfinite(a) & (a >= 0) & (a < 10)
+    # counts below 10 take few distinct values: evaluate the quantile once per distinct count
+    u, inv = np.unique(a[m], return_inverse=True)
     if side == "lower":
-        pos = m & (a > 0)
-        out[pos] = _sps.chi2.ppf((1 - c) / 2, 2 * a[pos]) / 2
-        out[m & (a == 0)] = 0.0
+        vals = np.where(u > 0, _sps.chi2.ppf((1 - c) / 2, 2 * np.where(u > 0, u, 1)) / 2, 0.0)
     else:
-        out[m] = _sps.chi2.ppf((1 + c) / 2, 2 * a[m] + 2) / 2
+        vals = _sps.chi2.ppf((1 + c) / 2, 2 * u + 2) / 2
+    out[m] = vals[inv]
     return out
 
 
@@ -346,12 +345,22 @@ def rate_ci(
 # ---------------------------------------------------------------------------------------- means
 
 
-def _t_limits(lf: pl.LazyFrame, mean: str, sd: str, cnt: str, levels: tuple[float, ...]) -> list[pl.Expr]:
+def _t_quantile(a: np.ndarray, q: float) -> np.ndarray:
+    """Student's t quantile with n − 1 degrees of freedom for counts n ≥ 2 (NaN otherwise),
+    evaluated once per distinct count."""
+    out = np.full(a.shape, np.nan)
+    m = np.isfinite(a) & (a >= 2)
+    u, inv = np.unique(a[m], return_inverse=True)
+    out[m] = _sps.t.ppf(q, u - 1)[inv]
+    return out
+
+
+def _t_limits(mean: str, sd: str, cnt: str, levels: tuple[float, ...]) -> list[pl.Expr]:
     ok = _ok()
     outs = []
     for c in levels:
         q = 1 - (1 - c) / 2
-        t = _numpy_map(cnt, lambda a, q=q: np.where(a >= 2, _sps.t.ppf(q, np.where(a >= 2, a - 1, 1)), np.nan))
+        t = _numpy_map(cnt, lambda a, q=q: _t_quantile(a, q))
         half = t * pl.col(sd) / pl.col(cnt).sqrt()
         sfx = ci_suffix(c)
         outs += [
@@ -424,7 +433,7 @@ def mean_ci(
     lf = lf.with_columns(
         pl.when(_ok() | short.fill_null(False)).then(pl.col("value_sum") / pl.col("value_count")).alias("value")
     )
-    lf = lf.with_columns(_t_limits(lf, "value", "stdev", "value_count", levels))
+    lf = lf.with_columns(_t_limits("value", "stdev", "value_count", levels))
     lf = lf.select(pl.exclude(NOTE), pl.col(NOTE))
     return _finish(df, _drop_temps(lf))
 
@@ -494,7 +503,7 @@ def mean_ci_from_moments(
         pl.when(_ok()).then(var.sqrt()).alias("stdev"),
         pl.when(_ok() | short).then(s / n).alias("value"),
     )
-    lf = lf.with_columns(_t_limits(lf, "value", "stdev", N, levels))
+    lf = lf.with_columns(_t_limits("value", "stdev", N, levels))
     lf = lf.select(pl.exclude(NOTE), pl.col(NOTE))
     return _finish(df, _drop_temps(lf))
 
@@ -504,7 +513,7 @@ def mean_ci_from_moments(
 
 def _band_key(band: pl.Expr) -> pl.Expr:
     """Normalise an age band to a string key: labels lose spaces, integers become their digits."""
-    return band.cast(pl.String).str.replace_all(" ", "").str.to_lowercase()
+    return band.cast(pl.String).str.replace_all(" ", "", literal=True)
 
 
 def _standard_mapping(standard: str | dict) -> dict[str, float]:
@@ -515,7 +524,7 @@ def _standard_mapping(standard: str | dict) -> dict[str, float]:
         pairs += [(str(5 * i), w) for i, w in enumerate(ESP2013)]
     else:
         pairs = list(standard.items())
-    return {str(k).replace(" ", "").lower(): float(w) for k, w in pairs}
+    return {str(k).replace(" ", ""): float(w) for k, w in pairs}
 
 
 def dsr(
@@ -557,7 +566,8 @@ def dsr(
         of first appearance.
     standard
         ``"esp2013"`` (built in, the default), a mapping ``{band: weight}``, or a column name or
-        expression giving each row's standard population. Σwᵢ is over the bands present in a
+        expression giving each row's standard population (a column that is itself named
+        "esp2013" must be passed as ``pl.col("esp2013")``). Σwᵢ is over the bands present in a
         group, so an indicator restricted to ages 65+ simply supplies bands 65-69 … 90+.
         Supply every band of a group, with zero counts, or its weight is left out.
     multiplier
@@ -637,14 +647,12 @@ def dsr(
     lf = lf.with_columns(row_bad)
     # one row per group and band: events Σf·x, variance weight Σf²·x; n and w per band
     band_keys = [*key_names, B]
-    if independent_events:
-        n_agg = n.sum()
-        w_agg = w.first()
-        extra = [(w.n_unique() > 1).alias(f"{_P}wdiff"), pl.lit(False).alias(f"{_P}ndiff")]
-    else:
-        n_agg = n.first()
-        w_agg = w.first()
-        extra = [(w.n_unique() > 1).alias(f"{_P}wdiff"), (n.n_unique() > 1).alias(f"{_P}ndiff")]
+    # a built-in standard gives every row of a band the same weight; a column might not
+    w_diff = pl.lit(False) if builtin else (w.max() != w.min())
+    n_agg = n.sum() if independent_events else n.first()
+    n_diff = pl.lit(False) if independent_events else (n.max() != n.min())
+    extra = [w_diff.alias(f"{_P}wdiff"), n_diff.alias(f"{_P}ndiff")]
+    w_agg = w.first()
     lf = lf.group_by(band_keys, maintain_order=True).agg(
         (fr * x).sum().alias(X),
         (fr * fr * x).sum().alias(f"{_P}x2"),
@@ -691,7 +699,8 @@ def dsr(
     lf = lf.with_columns(outs)
     out_names = [k.meta.output_name() for k in keys]
     lf = lf.rename(dict(zip(key_names, out_names)))
-    lf = lf.select(*out_names, "total_count", "total_pop", pl.exclude(*out_names, "total_count", "total_pop", NOTE), NOTE)
+    head = [*out_names, "total_count", "total_pop"]
+    lf = lf.select(*head, pl.exclude(*head, NOTE), NOTE)
     return _finish(df, _drop_temps(lf))
 
 
@@ -741,7 +750,8 @@ def _isr(
         aggs.append((xr.sum() / nr.sum() * multiplier).alias("ref_rate"))
     lf = lf.group_by(out_names, maintain_order=True).agg(aggs) if out_names else lf.select(aggs)
     if observed is not None:
-        obs = _lazy(observed).select(*out_names, pl.col(count).cast(pl.Float64).alias("observed"))  # type: ignore[arg-type]
+        observed_count = pl.col(count).cast(pl.Float64).alias("observed")  # type: ignore[arg-type]
+        obs = _lazy(observed).select(*out_names, observed_count)
         lf = lf.drop("observed")
         if out_names:
             lf = lf.join(obs, on=out_names, how="left", nulls_equal=True, maintain_order="left")
@@ -973,20 +983,20 @@ def quantile(
 _VALUE_TYPES = ("other", "rate", "proportion")
 
 
-def _to_scale(a: np.ndarray, value_type: str) -> np.ndarray:
-    if value_type == "rate":
-        return np.log(a)
-    if value_type == "proportion":
-        return np.log(a / (1 - a))
-    return a
-
-
 def _from_scale(a: np.ndarray, value_type: str) -> np.ndarray:
     if value_type == "rate":
         return np.exp(a)
     if value_type == "proportion":
         return 1 / (1 + np.exp(-a))
     return a
+
+
+def _scale_expr(e: pl.Expr, value_type: str) -> pl.Expr:
+    if value_type == "rate":
+        return e.log()
+    if value_type == "proportion":
+        return (e / (1 - e)).log()
+    return e
 
 
 def _group_seed(seed: int | None, key: tuple) -> np.random.Generator:
@@ -1017,7 +1027,7 @@ def _sii_one(
     inv_m = np.linalg.solve(X.T @ X, X.T)  # 2 × Q least-squares operator
     back = (lambda v: v) if transform else (lambda v: _from_scale(v, value_type))
     b0, b1 = inv_m @ (sqrt_a * back(y))
-    sims = back(rng.normal(y, se, size=(repetitions, y.size))) * sqrt_a
+    sims = back(rng.standard_normal((repetitions, y.size)) * se + y) * sqrt_a
     params = sims @ inv_m.T
     icpt_s, slope_s = params[:, 0], params[:, 1]
 
@@ -1043,7 +1053,10 @@ def _sii_one(
             out[f"sii_lower_{sfx}"], out[f"sii_upper_{sfx}"] = s_sorted[lo], s_sorted[hi]
             out[f"rii_lower_{sfx}"], out[f"rii_upper_{sfx}"] = r_sorted[lo], r_sorted[hi]
         return out
-    g = (lambda v: _from_scale(v, value_type))
+
+    def g(v):  # back to the indicator's scale
+        return _from_scale(v, value_type)
+
     x1 = b0 + b1
     xh = (b0 + x1) / 2
     out["sii"] = (g(x1) - g(b0)) * multiplier
@@ -1088,7 +1101,7 @@ def sii(
     Quantiles are ordered (1 = most deprived first); each gets the mid-point ``b`` of its share
     ``a`` of the group's cumulative population, and ``y·√a = β₀·√a + β₁·b√a`` is fitted by least
     squares. SII = β₁ × multiplier (the fitted difference between ranks 1 and 0), RII =
-    (β₀ + β₁)/β₀, intercept = β₀. Limits come from ``repetitions`` simulations drawing each
+    (β₀ + β₁)/β₀, intercept = β₀ (not multiplied, as phe_sii). Limits come from ``repetitions`` simulations drawing each
     quantile's value from N(value, se) on the working scale (log for rates, logit for
     proportions, back-transformed before the regression unless ``transform``), taking the
     order statistics at positions round(R·(1 − c)/2) and round(R·(1 + c)/2).
@@ -1111,8 +1124,11 @@ def sii(
         ``"other"`` (normal, e.g. life expectancy), ``"rate"`` or ``"proportion"``.
     transform
         Fit on the log/logit scale and back-transform the results (rates and proportions
-        only, needs ``lower``/``upper``), as ``phe_sii(transform = TRUE)``. The limits then keep
-        the fitted mid-point fixed.
+        only, needs ``lower``/``upper``), as ``phe_sii(transform = TRUE)``: SII = (g(β₀ + β₁) −
+        g(β₀)) × multiplier, RII = g(β₀ + β₁)/g(β₀), intercept = g(β₀) × |multiplier|, and the
+        limits keep the fitted mid-point fixed. (For rates phe_sii swaps the limits when the
+        multiplier is below 1 rather than below 0; here any negative multiplier swaps them and
+        a positive one never does. The reference cases, with ±1, agree.)
     multiplier
         Scales the SII (e.g. 100 for percentages); negative reverses polarity and inverts the
         RII.
@@ -1172,23 +1188,26 @@ def sii(
         (v.is_null() | ~v.is_finite(), "value is null"),
     ]
     if se is not None:
-        checks += [(pl.col(S).is_null(), "standard error is null"), (pl.col(S) < 0, "negative standard error")]
+        checks += [
+            (pl.col(S).is_null(), "standard error is null"),
+            (pl.col(S) < 0, "negative standard error"),
+        ]
         lims: list[pl.Expr] = [v]
     else:
         checks.append((pl.col(L).is_null() | pl.col(U).is_null(), "confidence limit is null"))
         lims = [v, pl.col(L), pl.col(U)]
     if value_type == "proportion":
-        checks.append((pl.any_horizontal([(e <= 0) | (e >= 1) for e in lims]), "proportion must be between 0 and 1"))
+        outside = pl.any_horizontal([(e <= 0) | (e >= 1) for e in lims])
+        checks.append((outside, "proportion must be between 0 and 1"))
     elif value_type == "rate":
         checks.append((pl.any_horizontal([e <= 0 for e in lims]), "rate must be > 0"))
     lf = lf.with_columns(_note(*checks).alias(f"{_P}bad"), q.drop_nulls().n_unique().alias(f"{_P}nq"))
-    z95 = _z(0.95)
     if se is not None:
         se_expr = pl.col(S)
-    else:
-        t = {"other": lambda e: e, "rate": lambda e: e.log(), "proportion": lambda e: (e / (1 - e)).log()}[value_type]
-        se_expr = (t(pl.col(U)) - t(pl.col(L))) / z95 / 2
-    t_v = {"other": v, "rate": v.log(), "proportion": (v / (1 - v)).log()}[value_type]
+    else:  # from the 95% limits on the working scale (z hard-coded at 95%, as phe_sii)
+        lo_t, hi_t = _scale_expr(pl.col(L), value_type), _scale_expr(pl.col(U), value_type)
+        se_expr = (hi_t - lo_t) / _z(0.95) / 2
+    t_v = _scale_expr(v, value_type)
     lf = lf.with_columns(
         pl.when(pl.col(f"{_P}bad").is_null()).then(t_v).alias(V),
         pl.when(pl.col(f"{_P}bad").is_null()).then(se_expr).alias(S),
