@@ -61,7 +61,6 @@ POLARITY_LABELS = {
     "higher_is_better": "↑ higher is better",
     "lower_is_better": "↓ lower is better",
 }
-_TOOLTIP_COLUMNS = ["place", "period", "value", "ci_95", "numerator", "denominator"]
 
 
 def place_colours(places: list[str]) -> alt.Scale:
@@ -72,22 +71,26 @@ def place_colours(places: list[str]) -> alt.Scale:
 
 
 def format_number(expr: pl.Expr | str, decimals: int = 1) -> pl.Expr:
-    """A number as text with thousands separators and fixed decimals (``1234.56`` → ``"1,234.6"``)."""
+    """A number as text with thousands separators and fixed decimals, halves rounded away from zero
+    (``1234.25`` → ``"1,234.3"``); null stays null."""
     expr = pl.col(expr) if isinstance(expr, str) else expr
-    rounded = expr.round(decimals).abs()
+    name = expr.meta.output_name(raise_if_undetermined=False)
+    rounded = expr.round(decimals, mode="half_away_from_zero").abs()
     whole = rounded.floor()
     digits = whole.cast(pl.Int64).cast(pl.String)
     grouped = digits.str.reverse().str.replace_all(r"(\d{3})", "${1},").str.reverse().str.strip_chars_start(",")
-    sign = pl.when(expr.round(decimals) < 0).then(pl.lit("-")).otherwise(pl.lit(""))
+    sign = pl.when(expr.round(decimals, mode="half_away_from_zero") < 0).then(pl.lit("-")).otherwise(pl.lit(""))
     if decimals <= 0:
-        return pl.concat_str(sign, grouped)
-    fraction = ((rounded - whole) * 10**decimals).round(0).cast(pl.Int64).cast(pl.String).str.zfill(decimals)
-    return pl.concat_str(sign, grouped, pl.lit("."), fraction)
+        text = pl.concat_str(sign, grouped)
+    else:
+        fraction = ((rounded - whole) * 10**decimals).round(0).cast(pl.Int64).cast(pl.String).str.zfill(decimals)
+        text = pl.concat_str(sign, grouped, pl.lit("."), fraction)
+    return text.alias(name) if name else text
 
 
 def period_label() -> pl.Expr:
     """Readable period from ``period_type``/``period_start``/``period_end``: "Apr 2024", "2024/25 Q1",
-    "2024/25", "12 months to Mar 2025", "31 Mar 2024"."""
+    "2024/25", "12 months to Mar 2025", "31 Mar 2024" (named ``period``)."""
     start, end = pl.col("period_start"), pl.col("period_end")
     fy = pl.when(start.dt.month() >= 4).then(start.dt.year()).otherwise(start.dt.year() - 1)
     fy_label = pl.concat_str(fy.cast(pl.String), pl.lit("/"), ((fy + 1) % 100).cast(pl.String).str.zfill(2))
@@ -99,6 +102,7 @@ def period_label() -> pl.Expr:
         .when(pl.col("period_type") == "rolling_12_months").then(pl.concat_str(pl.lit("12 months to "), end.dt.strftime("%b %Y")))
         .when(pl.col("period_type") == "snapshot").then(end.dt.strftime("%-d %b %Y"))
         .otherwise(pl.concat_str(start.dt.strftime("%Y-%m-%d"), pl.lit(" to "), end.dt.strftime("%Y-%m-%d")))
+        .alias("period")
     )
 
 
@@ -109,7 +113,7 @@ def group_label(breakdown: str | None = None) -> pl.Expr:
         return group
     return (pl.when(group == "1").then(pl.lit("1 (most deprived)"))
             .when(group == "5").then(pl.lit("5 (least deprived)"))
-            .otherwise(group))
+            .otherwise(group).alias("group"))
 
 
 def group_order(values: pl.DataFrame, breakdown: str | None = None) -> list[str]:
@@ -166,16 +170,17 @@ def trend_chart(values: pl.DataFrame, *, title: str, unit: str, target: float | 
     per place (e.g. the ``overall`` breakdown): the chart draws what it is given.
     """
     data = _tidy(values).sort("place", "period_start")
-    scale = place_colours(data["place"].to_list())
+    colour = alt.Color("place:N", title="Place", scale=place_colours(data["place"].to_list()),
+                       legend=alt.Legend(symbolType="circle", symbolOpacity=1))
     base = alt.Chart(data).encode(x=alt.X("period_start:T", title=None, axis=alt.Axis(format="%b %Y", labelAngle=0)))
     y = alt.Y("value:Q", title=unit or "Value", scale=alt.Scale(zero=False))
     band = base.mark_area(opacity=0.18).encode(
         y=alt.Y("lower_95:Q", title=unit or "Value", scale=alt.Scale(zero=False)), y2="upper_95:Q",
-        color=alt.Color("place:N", scale=scale, legend=None),
+        color=colour,
     )
-    line = base.mark_line(strokeWidth=2.5).encode(y=y, color=alt.Color("place:N", scale=scale, legend=None))
+    line = base.mark_line(strokeWidth=2.5).encode(y=y, color=colour)
     points = base.mark_point(filled=True, size=55, opacity=1).encode(
-        y=y, color=alt.Color("place:N", title="Place", scale=scale), tooltip=_tooltip(unit),
+        y=y, color=colour, tooltip=_tooltip(unit),
     )
     layers: list[alt.Chart] = [band, line, points]
     if target is not None:

@@ -29,6 +29,9 @@ OUTPUT_COLUMNS = [
 ]
 PERIOD = ["period_type", "period_start", "period_end"]
 GEOGRAPHY = ["place", "neighbourhood", "imd_quintile"]
+# Rows are aggregated by LSOA; place, neighbourhood and deprivation are joined on the (small)
+# aggregated cells rather than on every row.
+LSOA = "_lsoa"
 # Breakdown name → column on the prepared frame (age bands depend on the metric's scheme).
 # Labelled copies (sex_group, ethnic_group) keep the source's own codes intact for filters.
 BREAKDOWN_COLUMN = {"neighbourhood": "neighbourhood", "imd_quintile": "imd_quintile", "sex": "sex_group",
@@ -48,17 +51,12 @@ def _age_band(bands: tuple[int, ...]) -> pl.Expr:
 
 
 def prepare_frame(frame: pl.DataFrame | pl.LazyFrame, source: SourceDefinition, catalogue: Catalogue,
-                  geography: pl.DataFrame | None, age_schemes: set[tuple[int, ...]]) -> pl.LazyFrame:
-    """Join the geography lookup and add the breakdown columns every metric on this source needs."""
+                  age_schemes: set[tuple[int, ...]]) -> pl.LazyFrame:
+    """Add the breakdown columns every metric on this source needs (the source's own columns stay
+    as they are, for filters)."""
     lf = frame.lazy()
-    if source.geography and geography is not None:
-        lookup = geography.lazy().select(
-            pl.col("lsoa_code").alias(source.geography), "place", "neighbourhood",
-            pl.col("imd_quintile").cast(pl.String),
-        )
-        lf = lf.join(lookup, on=source.geography, how="inner")
     dims = catalogue.dimensions
-    extra = []
+    extra = [pl.col(source.geography).alias(LSOA)] if source.geography else []
     if "sex" in source.columns:
         labels = dims.sex.get("labels", {})
         extra.append(pl.col("sex").replace_strict(labels, default=pl.col("sex"), return_dtype=pl.String)
@@ -150,7 +148,7 @@ def _flags(step: MetricStep, columns: list[str], prefix: str) -> list[pl.Expr]:
 
 
 def _cell_keys(lf_columns: list[str], step: MetricStep) -> list[str]:
-    keys = [c for c in [*GEOGRAPHY, "sex_group", "ethnic_group"] if c in lf_columns]
+    keys = [c for c in [LSOA, "sex_group", "ethnic_group"] if c in lf_columns]
     if step.age_band_column in lf_columns:
         keys.append(step.age_band_column)
     return keys
@@ -167,12 +165,15 @@ def _distinct_partials(lf: pl.LazyFrame, step: MetricStep, columns: list[str], k
     adds +1 where that range starts and -1 after it ends, and a running sum per cell gives the count.
     """
     counted = _flags(step, columns, "_")[0]
+    # Integer codes for people sort far faster than their string ids; after sorting by person and
+    # date, the first row of each person-month is where the person or the month changes.
     person_months = (
         lf.filter(counted == 1)
-        .select(pl.col(step.date_column).alias("_date"), pl.col(step.count_distinct).alias("_who"), *keys)
+        .select(pl.col(step.date_column).alias("_date"),
+                pl.col(step.count_distinct).cast(pl.String).cast(pl.Categorical).to_physical().alias("_who"), *keys)
         .with_columns(pl.col("_date").dt.truncate("1mo").alias("_month"))
         .sort(["_who", "_date"])
-        .unique(["_who", "_month"], keep="first", maintain_order=True)
+        .filter(_first_of("_who", "_month"))
         .drop("_date")
         .collect()  # shared by every grain below: materialise once rather than re-run per branch
         .lazy()
@@ -185,13 +186,21 @@ def _distinct_partials(lf: pl.LazyFrame, step: MetricStep, columns: list[str], k
         else:
             start, end = period_bounds(grain, pl.col("_month"))
             part = (person_months.with_columns(start.alias("period_start"), end.alias("period_end"))
-                    .unique(["_who", "period_start"], keep="first", maintain_order=True)
+                    .filter(_first_of("_who", "period_start"))
                     .group_by(["period_start", "period_end", *keys])
                     .agg(pl.len().cast(pl.Float64).alias("numerator")))
         part = part.with_columns(pl.lit(grain).alias("period_type"), pl.lit(None, pl.Float64).alias("sum_squares"),
                                  pl.lit(None, pl.Float64).alias("denominator"))
         parts.append(_complete(part, first_month, last_month))
     return parts
+
+
+def _first_of(*columns: str) -> pl.Expr:
+    """True on the first row of each run of equal ``columns`` in a frame sorted by them."""
+    changed = pl.lit(False)
+    for column in columns:
+        changed = changed | (pl.col(column) != pl.col(column).shift(1))
+    return changed.fill_null(True)
 
 
 def _rolling_people(person_months: pl.LazyFrame, window: int, keys: list[str],
@@ -220,7 +229,7 @@ def _rolling_people(person_months: pl.LazyFrame, window: int, keys: list[str],
 
 def _population_cells(population: pl.DataFrame, pop_source: SourceDefinition, step: MetricStep,
                       catalogue: Catalogue, geography: pl.DataFrame, keys: list[str]) -> pl.LazyFrame:
-    lf = prepare_frame(population, pop_source, catalogue, geography, {step.age_bands})
+    lf = prepare_frame(population, pop_source, catalogue, {step.age_bands})
     return lf.group_by(["year", *keys]).agg(pl.col("population").sum().cast(pl.Float64))
 
 
@@ -273,7 +282,7 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
     """Every metric of one source, in long form (``OUTPUT_COLUMNS``)."""
     source = catalogue.sources[plan.source_id]
     schemes = {s.age_bands for s in plan.steps}
-    lf = prepare_frame(frame, source, catalogue, geography, schemes)
+    lf = prepare_frame(frame, source, catalogue, schemes)
     snapshot = plan.steps[0].snapshot_column
     if snapshot:
         lf = lf.with_columns(pl.col(snapshot).alias("period_start"), pl.col(snapshot).alias("period_end"))
@@ -328,5 +337,8 @@ def _finish(cells: pl.LazyFrame, step: MetricStep, catalogue: Catalogue, geograp
         cells = _with_population(cells, pop_cells, pop_keys)
     elif step.value_type == "proportion":
         cells = cells.filter(pl.col("denominator") > 0)
+    lookup = geography.lazy().select(pl.col("lsoa_code").alias(LSOA), "place", "neighbourhood",
+                                     pl.col("imd_quintile").cast(pl.String))
+    cells = cells.join(lookup, on=LSOA, how="inner")
     # Fine cells are small; materialising them stops each breakdown's branch re-running the plan.
     return _statistics(_breakdowns(cells.collect().lazy(), step), step)

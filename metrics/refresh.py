@@ -153,25 +153,29 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
     geo_frame = geography.frame if geography else None
     needed_populations = {s.population_source for p in plan.sources for s in p.steps if s.population_source}
     populations = {pid: load(pid, known) for pid in sorted(needed_populations)}
-    loaded = {p.source_id: load(p.source_id, known) for p in plan.sources}
     timings["load_validate"] = round(time.perf_counter() - tick, 3)
+    timings["compute"] = 0.0
 
-    tick = time.perf_counter()
-    values, failed, carried = [], [], []
+    # One source at a time: load, validate, compute, then let its rows go, so peak memory is the
+    # largest source rather than all of them together.
+    values, failed, carried, quarantine = [], [], [], []
     for source_plan in plan.sources:
-        frame = loaded[source_plan.source_id]
+        tick = time.perf_counter()
+        loaded = load(source_plan.source_id, known)
+        timings["load_validate"] = round(timings["load_validate"] + time.perf_counter() - tick, 3)
         pops = {s.population_source for s in source_plan.steps if s.population_source}
-        missing_pop = [p for p in pops if populations.get(p) is None]
-        if frame is None or missing_pop:
+        if loaded is None or any(populations.get(p) is None for p in pops):
             failed.append(source_plan.source_id)
             carried += [s.metric_id for s in source_plan.steps]
             continue
+        quarantine.append(loaded.quarantine)
         population = populations[next(iter(pops))].frame if pops else None
-        started = time.perf_counter()
-        values.append(compute_source(source_plan, frame.frame, catalogue, geography=geo_frame, population=population))
+        tick = time.perf_counter()
+        values.append(compute_source(source_plan, loaded.frame, catalogue, geography=geo_frame, population=population))
+        del loaded
+        timings["compute"] = round(timings["compute"] + time.perf_counter() - tick, 3)
         say(f"  computed {len(source_plan.steps)} metric(s) on {source_plan.source_id} "
-            f"({time.perf_counter() - started:.1f} s)")
-    timings["compute"] = round(time.perf_counter() - tick, 3)
+            f"({time.perf_counter() - tick:.1f} s)")
 
     previous = store.latest_run_id(engine)
     if carried and previous is not None:
@@ -185,7 +189,7 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
     combined = combined.select([*OUTPUT_COLUMNS, "computed_run_id"])
 
     tick = time.perf_counter()
-    quarantine = [src.quarantine for src in [geography, *populations.values(), *loaded.values()] if src is not None]
+    quarantine += [src.quarantine for src in [geography, *populations.values()] if src is not None]
     used = {m for m in plan.metric_ids() if m not in carried or previous is not None}
     definitions = [definition_record(catalogue.metrics[m], definitions_dir) for m in sorted(used)]
     versions = {m: {"version": catalogue.metrics[m].version, "content_hash": catalogue.metrics[m].content_hash}
