@@ -185,10 +185,6 @@ class _Period:
     months: int
 
     @property
-    def month_starts(self) -> np.ndarray:
-        return (self.start_month + np.arange(self.months)).astype("datetime64[D]")
-
-    @property
     def start_day(self) -> int:
         return int(self.start_month.astype("datetime64[D]").astype(np.int64))
 
@@ -218,9 +214,29 @@ def _rng(seed: int, stream: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, _STREAM[stream]]))
 
 
+def _day_table(days: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """For a large array spanning few distinct days: (offsets into a per-day table, first day)."""
+    if days.size < 50_000:
+        return None
+    lo, hi = int(days.min()), int(days.max())
+    if hi - lo > min(days.size // 2, 2_000_000):
+        return None
+    return days - lo, lo
+
+
 def _ymd(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Year, month, day of days since 1970-01-01 (proleptic Gregorian; integer arithmetic)."""
-    z = np.asarray(days, dtype=np.int64) + 719_468
+    """Year, month, day of days since 1970-01-01 (proleptic Gregorian calendar)."""
+    d = np.asarray(days, dtype=np.int64)
+    table = _day_table(d)
+    if table is not None:
+        off, lo = table
+        y, m, dd = _ymd_arith(np.arange(lo, lo + int(off.max()) + 1, dtype=np.int64))
+        return y[off], m[off], dd[off]
+    return _ymd_arith(d)
+
+
+def _ymd_arith(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    z = days + 719_468
     era = z // 146_097
     doe = z - era * 146_097
     yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
@@ -283,20 +299,19 @@ def _round_rows(x: np.ndarray, totals: np.ndarray) -> np.ndarray:
     return (base + (ranks < remainder[:, None])).astype(np.int64)
 
 
-def _systematic_round_rows(x: np.ndarray, totals: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _systematic_round_rows(x: np.ndarray, totals: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Round each row of ``x`` to integers summing to ``totals`` by systematic rounding.
 
     Each cell gets the floor or the ceiling of its expected value; the extra units are spread
-    evenly along the row from a seeded random offset, so small expected values are neither all
-    rounded away nor piled onto the largest cells (unbiased, deterministic for a seed).
+    evenly along the row from ``offsets`` (one uniform [0, 1) value per row, drawn from the seed),
+    so small expected values are neither all rounded away nor piled onto the largest cells.
     """
     x = np.asarray(x, dtype=np.float64)
     totals = np.asarray(totals, dtype=np.int64)
     scaled = x * (totals / np.maximum(x.sum(axis=1), 1e-300))[:, None]
     cum = np.cumsum(scaled, axis=1)
     cum[:, -1] = totals
-    u = rng.random(x.shape[0])[:, None]
-    k = np.floor(cum + u).astype(np.int64)
+    k = np.floor(cum + np.asarray(offsets, dtype=np.float64)[:, None]).astype(np.int64)
     return np.diff(np.concatenate([np.zeros((x.shape[0], 1), dtype=np.int64), k], axis=1), axis=1)
 
 
@@ -321,7 +336,11 @@ def _mix40(values: np.ndarray, key: int) -> np.ndarray:
     return x
 
 
-_HEX = np.frombuffer(b"0123456789ABCDEF", dtype=np.uint8)
+_HEX_DIGITS = "0123456789ABCDEF"
+# Two hex digits per byte value, laid out so a little-endian uint16 view reads high digit first.
+_HEX_PAIRS = np.array(
+    [ord(_HEX_DIGITS[b >> 4]) | (ord(_HEX_DIGITS[b & 15]) << 8) for b in range(256)], dtype="<u2"
+)
 
 
 def _hex_ids(prefix: str, index: np.ndarray, key: int) -> pl.Series:
@@ -331,8 +350,10 @@ def _hex_ids(prefix: str, index: np.ndarray, key: int) -> pl.Series:
     width = len(p) + 10
     buf = np.empty((x.size, width), dtype=np.uint8)
     buf[:, : len(p)] = np.frombuffer(p, dtype=np.uint8)
-    for k in range(10):
-        buf[:, width - 1 - k] = _HEX[((x >> np.uint64(4 * k)) & np.uint64(15)).astype(np.intp)]
+    pairs = np.empty((x.size, 5), dtype="<u2")
+    for k in range(5):  # five bytes of the 40-bit value, most significant first
+        pairs[:, 4 - k] = _HEX_PAIRS[(x >> np.uint64(8 * k)).astype(np.uint8)]
+    buf[:, len(p) :] = pairs.view(np.uint8)
     return pl.Series(buf.view(f"S{width}").ravel()).cast(pl.String)
 
 
@@ -398,6 +419,7 @@ def _population(lsoas: pl.DataFrame, places: list[str], years: list[int], people
     pop_total = lsoas["pop_total_2015"].to_numpy().astype(np.float64)
     place_2015 = np.bincount(place_idx, weights=pop_total, minlength=len(places))
     target_2024 = np.array([geo.target_population_2024(p, int(place_2015[i])) for i, p in enumerate(places)], dtype=np.float64)
+    offsets = rng.random(n)  # the same per LSOA every year, so counts change smoothly between years
     out: dict[int, np.ndarray] = {}
     for year in years:
         t = year - 2015
@@ -409,7 +431,7 @@ def _population(lsoas: pl.DataFrame, places: list[str], years: list[int], people
             mask = place_idx == i
             lsoa_total[mask] = _largest_remainder(pop_total[mask], int(place_total[i]))
         cells = np.concatenate([expected_age * fshare[None, :], expected_age * (1 - fshare)[None, :]], axis=1)
-        counts = _systematic_round_rows(cells, lsoa_total, rng)
+        counts = _systematic_round_rows(cells, lsoa_total, offsets)
         out[year] = counts.reshape(n, 2, 91)
     return out
 
@@ -449,11 +471,10 @@ class _Register:
         return self.lsoa.size
 
 
-def _practices(lsoas: pl.DataFrame, places: list[str], rng: np.random.Generator) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Practice codes, their neighbourhood index and list-size weights."""
+def _practices(lsoas: pl.DataFrame, places: list[str], rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
+    """Practice codes, listed neighbourhood by neighbourhood, and their list-size weights."""
     nb = lsoas.select("_place", "neighbourhood").unique(maintain_order=True)
     codes: list[str] = []
-    nb_of: list[int] = []
     others = 0
     for i, place_code in enumerate(places):
         names = nb.filter(pl.col("_place") == i)["neighbourhood"].to_list()
@@ -465,9 +486,8 @@ def _practices(lsoas: pl.DataFrame, places: list[str], rng: np.random.Generator)
         count = len(names) * _PRACTICES_PER_NEIGHBOURHOOD
         numbers = np.sort(rng.choice(np.arange(1, 700), size=count, replace=False))
         codes.extend(f"{prefix}{k:03d}" for k in numbers.tolist())
-        nb_of.extend(j for j in range(len(names)) for _ in range(_PRACTICES_PER_NEIGHBOURHOOD))
     weights = rng.gamma(2.0, 1.0, size=len(codes))
-    return codes, np.array(nb_of), weights
+    return codes, weights
 
 
 def _register(lsoas: pl.DataFrame, places: list[str], counts: np.ndarray, ref_day: int, end_day: int, seed: int) -> _Register:
@@ -528,7 +548,7 @@ def _register(lsoas: pl.DataFrame, places: list[str], counts: np.ndarray, ref_da
     ethnicity = code_of[broad, k]
 
     # GP practice: mostly in the person's own neighbourhood, weighted by list size.
-    practices, _, weights = _practices(lsoas, places, rng)
+    practices, weights = _practices(lsoas, places, rng)
     nb_names = lsoas.select("_place", "neighbourhood").unique(maintain_order=True)
     nb_key = {(p, name): j for j, (p, name) in enumerate(zip(nb_names["_place"].to_list(), nb_names["neighbourhood"].to_list(), strict=True))}
     lsoa_nb = np.array([nb_key[(p, name)] for p, name in zip(lsoas["_place"].to_list(), lsoas["neighbourhood"].to_list(), strict=True)])
@@ -583,7 +603,12 @@ def _draw_days(
 
 def _weekday(days: np.ndarray) -> np.ndarray:
     """0 = Monday ... 6 = Sunday (1970-01-01 was a Thursday)."""
-    return (np.asarray(days) + 3) % 7
+    d = np.asarray(days, dtype=np.int64)
+    table = _day_table(d)
+    if table is not None:
+        off, lo = table
+        return ((np.arange(lo, lo + int(off.max()) + 1, dtype=np.int64) + 3) % 7)[off]
+    return (d + 3) % 7
 
 
 # ---------------------------------------------------------------------------------------------
@@ -686,13 +711,12 @@ def _spells(reg: _Register, lsoas: pl.DataFrame, places: list[str], period: _Per
     admission = discharge - clinical - delay
     admission = np.maximum(admission, dob)
     drd = np.maximum(discharge - delay, admission)
+    age_at_admission = np.maximum(_age_at(dob, admission), 0)
 
-    # DRD recording: ~2% missing among 1+ night ordinary spells; deaths mostly without DRD;
-    # zero-night ordinary spells usually record the same day; day cases and others none.
-    drd_null = np.select(
-        [kind == 0, kind == 1],
-        [np.where(died, rng.random(n) < 0.8, rng.random(n) < MISSING_DRD_SHARE), rng.random(n) < 0.15],
-        True,
+    # DRD recording: ~2% missing among 1+ night ordinary spells; deaths mostly without DRD. The DRD
+    # is collected for stays of one night or more, so zero-night stays, day cases and others have none.
+    drd_null = np.where(
+        kind == 0, np.where(died, rng.random(n) < 0.8, rng.random(n) < MISSING_DRD_SHARE), True
     )
 
     # Destination.
@@ -734,7 +758,7 @@ def _spells(reg: _Register, lsoas: pl.DataFrame, places: list[str], period: _Per
         "destination": destination,
         "drd": drd,
         "drd_null": drd_null,
-        "age": age,
+        "age": age_at_admission,
         "provider": provider,
         "month": month_idx,
     }
@@ -851,6 +875,11 @@ def _contacts(reg: _Register, lsoas: pl.DataFrame, period: _Period, seed: int, d
     csum = np.cumsum(step)
     offset = csum - np.repeat(csum[first], n_con)
     day = ref_start[ref_idx] + offset
+    del step, csum, offset, first
+    # Contacts before the period (from referrals opened earlier) or after it are never written.
+    near = (day >= start - 2) & (day <= end)
+    ref_idx, day = ref_idx[near], day[near]
+    del near
     team = ref_team[ref_idx]
     # Most teams do not work weekends: move to Monday.
     wd = _weekday(day)
@@ -866,6 +895,7 @@ def _contacts(reg: _Register, lsoas: pl.DataFrame, period: _Period, seed: int, d
     thin = min(1.0, target / max(kept_weight, 1e-12))
     keep &= rng.random(day.size) < w * thin
     ref_idx, day, team = ref_idx[keep], day[keep], team[keep]
+    del wd, weekday_team, mon, season, trend, w, keep
     person = ref_person[ref_idx]
     n = person.size
     age = np.maximum(_age_at(reg.dob[person], day), 0)
@@ -896,7 +926,8 @@ def _contacts(reg: _Register, lsoas: pl.DataFrame, period: _Period, seed: int, d
 
     month = _month_index(day)
     # Contact ids follow date order; rows are gathered once, after resubmissions are added.
-    order = np.lexsort((person, ref_idx, day))
+    # Sort by (day, referral); a stable sort keeps generation order for same-day contacts.
+    order = np.argsort(((day - t0) << 32) | ref_idx, kind="stable")
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n, dtype=np.int64)
     gp_null = rng.random(n) < 0.003
@@ -915,7 +946,8 @@ def _contacts(reg: _Register, lsoas: pl.DataFrame, period: _Period, seed: int, d
 
     # Resubmissions: ~2% of a month's contacts reappear in next month's file, some with a new status.
     last_month = period.first_month_index + period.months - 1
-    resub = np.flatnonzero((rng.random(n) < RESUBMISSION_SHARE) & (month < last_month))
+    defect_row = (lsoa_override >= 0) | (day > end)
+    resub = np.flatnonzero((rng.random(n) < RESUBMISSION_SHARE) & (month < last_month) & ~defect_row)
     old_status = status[resub]
     change = rng.random(resub.size) < 0.3
     new_status = ATTENDANCE_CODES[_categorical(rng, _ATTENDANCE_BASE, n=resub.size)]
@@ -926,7 +958,7 @@ def _contacts(reg: _Register, lsoas: pl.DataFrame, period: _Period, seed: int, d
     status_all = np.concatenate([status, copy_status])
     dur_null_all = np.concatenate([dur_null, copy_dur_null])
     file_month_all = np.concatenate([month, month[resub] + 1])
-    final = np.lexsort((rank[src], file_month_all))
+    final = np.argsort(((file_month_all - period.first_month_index) << 40) | rank[src], kind="stable")
     idx = src[final]
     status_all, dur_null_all, file_month_all = status_all[final], dur_null_all[final], file_month_all[final]
     defects["resubmitted_rows"] = int(resub.size)
@@ -1050,7 +1082,7 @@ def _screening(reg: _Register, lsoas: pl.DataFrame, places: list[str], period: _
                 "snapshot_date": _dates(np.full(sel.size, snap)),
                 "person_id": reg.person_id.gather(person),
                 "age": pl.Series(age[sel].astype(np.int64)),
-                "sex": pl.Series(["F"] * sel.size, dtype=pl.String),
+                "sex": pl.repeat("F", sel.size, dtype=pl.String, eager=True),
                 "ethnicity": _codes(ETHNIC_CODES, reg.ethnicity[person]),
                 "lsoa_code": lsoas["lsoa_code"].gather(reg.lsoa[person]),
                 "gp_practice_code": _codes(reg.practices, reg.gp[person]),
@@ -1153,6 +1185,7 @@ def generate_demo_data(
     rows: dict[str, int] = {}
     for s in SOURCES:
         _clear_old(out / s, s)
+        (out / s).mkdir(parents=True, exist_ok=True)
     _write(geography, out / "geography" / f"geography.{ext}", fmt)
     files["geography"].append(f"geography/geography.{ext}")
     rows["geography"] = geography.height

@@ -72,8 +72,8 @@ def test_header_names_the_published_run(explorer):
 def test_overview_has_every_metric_and_place_for_its_default_period(explorer):
     _, defs = explorer
     overview = defs["overview"]
-    assert overview.height == 12
-    assert overview.select("metric_id", "place").unique().height == 12
+    assert overview.height == 14  # 7 metrics x 2 places
+    assert overview.select("metric_id", "place").unique().height == 14
     assert set(overview["place"]) == {"Dudley", "Walsall"}
     assert set(overview["outcome"]) == OUTCOMES
     periods = dict(overview.select("metric_id", "period_type").unique().iter_rows())

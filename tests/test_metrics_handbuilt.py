@@ -85,6 +85,15 @@ def test_discharged_on_ready_date_breakdowns_by_hand(values):
         assert drd.filter(pl.col("breakdown") == breakdown)["denominator"].sum() == 3
 
 
+def test_ready_date_recording_by_hand(values):
+    recorded = values.filter(pl.col("metric_id") == "spells_with_discharge_ready_date", pl.col("breakdown") == "overall",
+                             pl.col("period_type") == "month", pl.col("period_start") == APRIL)
+    # Dudley April adult ordinary stays of a night or more, alive: s1, s2, s3 and s7 (no DRD).
+    dudley = one(recorded, place="Dudley")
+    assert (dudley["numerator"], dudley["denominator"], dudley["value"]) == (3, 4, 75.0)
+    assert one(recorded, place="Walsall")["value"] == 100.0
+
+
 def test_mean_delay_by_hand(values):
     mean = values.filter(pl.col("metric_id") == "mean_discharge_delay_days", pl.col("breakdown") == "overall")
     # Dudley Q1 delays: April 0, 4, 0; May 6, 0; June 1 → 11 days over 6 spells.
@@ -170,5 +179,6 @@ def test_every_value_belongs_to_the_run(values, published):
     assert values["run_id"].unique().to_list() == [published.run_id]
     assert set(values["metric_id"]) == {
         "discharged_on_ready_date", "mean_discharge_delay_days", "delayed_bed_days",
-        "community_contacts_per_1000", "people_seen_by_community_services_per_1000", "breast_screening_coverage"}
+        "community_contacts_per_1000", "people_seen_by_community_services_per_1000", "breast_screening_coverage",
+        "spells_with_discharge_ready_date"}
     assert set(values["place"]) == {"Dudley", "Walsall"}
