@@ -7,7 +7,7 @@ SCALE  ?= 1
 DEMO   := var/demo
 PORT   ?= 2718
 
-.PHONY: demo test venv demo-data refresh serve bench lint clean
+.PHONY: demo test venv demo-data refresh serve bench lint clean lock
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,7 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
+
+## make lock: re-pin every installed version (run after changing dependencies in pyproject.toml)
+lock: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable > constraints.txt
