@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metrics.definitions import Catalogue, MetricDefinition
+from metrics.definitions import Catalogue, MetricDefinition, SourceDefinition
+from metrics.sqlfilter import compile_filter
 
 __all__ = ["MetricStep", "SourcePlan", "Plan", "build_plan", "explain", "age_band_labels"]
 
@@ -46,6 +47,7 @@ class SourcePlan:
     source_id: str
     kind: str
     steps: tuple[MetricStep, ...]
+    columns: tuple[str, ...] = ()  # the source columns the steps read: all that loading keeps
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,23 @@ def build_plan(catalogue: Catalogue, metric_ids: list[str] | None = None) -> Pla
     plans = []
     for source_id in sorted({m.source for m in selected}):
         steps = tuple(_step(m, default_bands) for m in sorted(selected, key=lambda m: m.id) if m.source == source_id)
-        plans.append(SourcePlan(source_id, catalogue.sources[source_id].kind, steps))
+        source = catalogue.sources[source_id]
+        plans.append(SourcePlan(source_id, source.kind, steps, _columns_read(steps, source)))
     return Plan(tuple(plans))
+
+
+def _columns_read(steps: tuple[MetricStep, ...], source: SourceDefinition) -> tuple[str, ...]:
+    """Every source column the steps need: filters, measures, periods and breakdown dimensions."""
+    declared = source.all_columns
+    names: set[str] = {c for c in ("age", "sex", "ethnicity") if c in source.columns}
+    if source.geography:
+        names.add(source.geography)
+    for step in steps:
+        names |= {c for c in (step.measure, step.count_distinct, step.date_column, step.snapshot_column) if c}
+        for sql in (step.denominator_filter, step.numerator_filter):
+            if sql:
+                names |= set(compile_filter(sql, [*declared, "period_start", "period_end"]).meta.root_names())
+    return tuple(c for c in declared if c in names)
 
 
 def age_band_labels(bands: tuple[int, ...] | list[int]) -> list[str]:
@@ -100,7 +117,8 @@ def explain(plan: Plan) -> str:
     """The plan as text: one block per source scan, one line per metric step."""
     lines = []
     for source in plan.sources:
-        lines.append(f"scan {source.source_id} ({source.kind}) once, validate, join geography lookup")
+        lines.append(f"scan {source.source_id} ({source.kind}) once, validate every column, "
+                     f"keep {', '.join(source.columns)}")
         for s in source.steps:
             how = {"proportion": "Wilson", "rate": "Byar/exact Poisson", "mean": "Student's t", "count": "sum"}
             what = (f"count distinct {s.count_distinct}" if s.distinct

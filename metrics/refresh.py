@@ -132,10 +132,13 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
     plan = build_plan(catalogue, metrics)
     tick = time.perf_counter()
 
+    columns_needed = {p.source_id: p.columns for p in plan.sources}
+
     def load(source_id: str, known: list[str] | None) -> LoadedSource | None:
         started = time.perf_counter()
         try:
-            loaded = load_source(catalogue.sources[source_id], data_dir, as_of=as_of, known_lsoas=known)
+            loaded = load_source(catalogue.sources[source_id], data_dir, as_of=as_of, known_lsoas=known,
+                                 columns=columns_needed.get(source_id))
         except SourceError as exc:
             sources[source_id] = {"status": "failed", "error": str(exc)}
             say(f"  {source_id}: FAILED — {exc}")

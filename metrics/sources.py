@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,7 @@ QUARANTINE_SCHEMA = {
     "row_json": pl.String,
 }
 _FILE, _ROW = "_file", "_row"
+_VALIDATION_BATCH_ROWS = 1_000_000
 
 
 @dataclass
@@ -312,49 +314,81 @@ def _keep_latest_submission(frame: pl.DataFrame, key: list[str], latest_by: str)
     return kept, losers.len()
 
 
+def _quarantine_failures(source: SourceDefinition, frame: pl.DataFrame,
+                         failures: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split a frame into (rows that passed, quarantine records for rows that failed)."""
+    indexed = frame.with_row_index("index").with_columns(pl.col("index").cast(pl.Int64))
+    per_row = failures.group_by("index", maintain_order=True).agg(
+        pl.col("rule").unique(maintain_order=True).str.join("; "),
+        pl.col("column").drop_nulls().unique(maintain_order=True).str.join("; "),
+        pl.col("value").first(),
+        pl.col("message").unique(maintain_order=True).str.join("; "),
+    )
+    # A cross-column rule names the columns it reads.
+    rule_columns = {r.name: ", ".join(dict.fromkeys(compile_filter(r.check, source.all_columns).meta.root_names()))
+                    for r in source.rules}
+    per_row = per_row.with_columns(pl.when(pl.col("column") == "")
+                                   .then(pl.col("rule").replace_strict(rule_columns, default=None))
+                                   .otherwise(pl.col("column")).alias("column"))
+    bad_rows = indexed.join(per_row, on="index", how="inner")
+    quarantined = bad_rows.select(
+        pl.col(_FILE).alias("file"), pl.col(_ROW).alias("row_number"), "rule", "column", "value", "message",
+        _row_json(frame).alias("row_json"),
+    )
+    return indexed.join(per_row.select("index"), on="index", how="anti").drop("index"), quarantined
+
+
 def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.date | None = None,
-                known_lsoas: list[str] | None = None) -> LoadedSource:
-    """Read, parse, validate and de-duplicate one source. Raises ``SourceError`` for structural problems."""
+                known_lsoas: list[str] | None = None, columns: Collection[str] | None = None) -> LoadedSource:
+    """Read, parse, validate and de-duplicate one source. Raises ``SourceError`` for structural problems.
+
+    Files are validated one at a time, and only ``columns`` (default: all declared and derived
+    columns) are kept from each, so memory follows what the metrics need rather than the extract.
+    """
     as_of = as_of or dt.date.today()
     files = source_files(source, Path(data_dir))
     prints = fingerprint_files(files)
-    parsed_parts, quarantine_parts = [], []
+    schema = build_schema(source, as_of=as_of, known_lsoas=known_lsoas)
+    keep = None
+    if columns is not None:
+        needed = set(columns) | set(source.key or []) | {_FILE, _ROW}
+        if source.dedup:
+            needed |= {*source.dedup.key, source.dedup.keep_latest_by}
+        keep = [c for c in [*source.all_columns, _FILE, _ROW] if c in needed]
+    valid_parts, quarantine_parts, batch = [], [], []
+    rows_read = 0
+
+    def validate_batch() -> None:
+        # Validation runs on batches of files: small enough to bound memory, large enough that
+        # pandera's fixed cost per call doesn't dominate for many small monthly files.
+        parsed = pl.concat(batch, how="vertical") if len(batch) > 1 else batch[0]
+        batch.clear()
+        failures = _failures(schema, parsed)
+        if failures is not None:
+            parsed, quarantined = _quarantine_failures(source, parsed, failures)
+            quarantine_parts.append(quarantined)
+        parsed = _derive(source, parsed)
+        valid_parts.append(parsed.select(keep) if keep is not None else parsed)
+
     for path, fingerprint in zip(files, prints, strict=True):
         raw = _read_file(source, path)
         fingerprint["rows"] = raw.height
+        rows_read += raw.height
         parsed, bad = _parse(source, raw, path)
-        parsed_parts.append(parsed)
         if bad is not None:
             quarantine_parts.append(bad.join(parsed.select(_FILE, _ROW, _row_json(raw).alias("row_json")),
                                              left_on=["file", "row_number"], right_on=[_FILE, _ROW], how="left"))
-    frame = pl.concat(parsed_parts, how="vertical") if len(parsed_parts) > 1 else parsed_parts[0]
-    rows_read = frame.height
-    # Rows whose values didn't parse are quarantined already; don't also report them as "missing".
-    if quarantine_parts:
-        unparsed = pl.concat(quarantine_parts).select("file", "row_number").unique()
-        frame = frame.join(unparsed, left_on=[_FILE, _ROW], right_on=["file", "row_number"], how="anti")
-
-    schema = build_schema(source, as_of=as_of, known_lsoas=known_lsoas)
-    failures = _failures(schema, frame)
-    if failures is not None:
-        indexed = frame.with_row_index("index").with_columns(pl.col("index").cast(pl.Int64))
-        per_row = failures.group_by("index", maintain_order=True).agg(
-            pl.col("rule").unique(maintain_order=True).str.join("; "),
-            pl.col("column").drop_nulls().unique(maintain_order=True).str.join("; "),
-            pl.col("value").first(),
-            pl.col("message").unique(maintain_order=True).str.join("; "),
-        )
-        rule_columns = {r.name: ", ".join(dict.fromkeys(compile_filter(r.check, source.all_columns).meta.root_names()))
-                        for r in source.rules}
-        per_row = per_row.with_columns(pl.when(pl.col("column") == "")
-                                       .then(pl.col("rule").replace_strict(rule_columns, default=None))
-                                       .otherwise(pl.col("column")).alias("column"))
-        bad_rows = indexed.join(per_row, on="index", how="inner")
-        quarantine_parts.append(bad_rows.select(
-            pl.col(_FILE).alias("file"), pl.col(_ROW).alias("row_number"), "rule", "column", "value", "message",
-            _row_json(frame).alias("row_json"),
-        ))
-        frame = indexed.join(per_row.select("index"), on="index", how="anti").drop("index")
+            # Rows whose values didn't parse are quarantined already; don't also report them as missing.
+            parsed = parsed.join(bad.select("file", "row_number").unique(), left_on=[_FILE, _ROW],
+                                 right_on=["file", "row_number"], how="anti")
+        del raw
+        batch.append(parsed)
+        if sum(part.height for part in batch) >= _VALIDATION_BATCH_ROWS:
+            validate_batch()
+    if batch:
+        validate_batch()
+    frame = pl.concat(valid_parts, how="vertical") if len(valid_parts) > 1 else valid_parts[0]
+    del valid_parts
 
     superseded = 0
     if source.dedup:
@@ -382,6 +416,5 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
                                                                 if k != "source_id"}))
     quarantine = quarantine.with_columns(pl.lit(source.id).alias("source_id")).select(list(QUARANTINE_SCHEMA))
     quarantine = quarantine.cast(QUARANTINE_SCHEMA).sort("file", "row_number")
-    frame = _derive(source, frame)
     return LoadedSource(source=source, frame=frame, quarantine=quarantine, files=prints,
                         rows_read=rows_read, rows_superseded=superseded)

@@ -31,7 +31,7 @@ def test_a_run_records_its_provenance(published, engine, handbuilt_dir):
     assert run["values_count"] == store.read_values(engine).height
     assert run["quarantined_count"] == store.read_quarantine(engine).height == 4
     definitions = store.read_definitions(engine)
-    assert definitions.height == 6 and "Wilson" in definitions.filter(
+    assert definitions.height == 7 and "Wilson" in definitions.filter(
         pl.col("metric_id") == "discharged_on_ready_date")["body_json"][0]
 
 
@@ -43,7 +43,8 @@ def test_a_broken_source_is_carried_forward_and_others_refresh(published, engine
     contacts.write_text(contacts.read_text().replace(",2,,01,A10", ",5,20,01,A10"))  # c8 now attended
     result = refresh(handbuilt_dir, definitions_dir=DEFINITIONS, engine=engine, as_of=AS_OF)
     assert result.failed_sources == ["inpatient_spells"]
-    assert set(result.carried_forward) == {"delayed_bed_days", "discharged_on_ready_date", "mean_discharge_delay_days"}
+    assert set(result.carried_forward) == {"delayed_bed_days", "discharged_on_ready_date", "mean_discharge_delay_days",
+                                           "spells_with_discharge_ready_date"}
     assert "missing column(s)" in store.read_run(engine)["sources"]["inpatient_spells"]["error"]
     after = store.read_values(engine, provenance=True)
     spells_metrics = pl.col("metric_id").is_in(result.carried_forward)
