@@ -19,7 +19,7 @@ import polars as pl
 from metrics.definitions import Catalogue, SourceDefinition
 from metrics.plan import MetricStep, SourcePlan, age_band_labels
 from metrics.sqlfilter import compile_filter
-from metrics.stats import mean_ci_from_moments, proportion_ci, rate_ci
+from metrics.stats import dsr, mean_ci_from_moments, proportion_ci, rate_ci
 
 __all__ = ["compute_source", "prepare_frame", "OUTPUT_COLUMNS", "period_bounds"]
 
@@ -90,9 +90,13 @@ def period_bounds(grain: str, date: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
         start = pl.date(year, 4, 1)
     elif grain == "calendar_year":
         start = date.dt.truncate("1y")
+    elif grain == "academic_year":  # September to August, for school measures
+        year = date.dt.year() - (date.dt.month() < 9).cast(pl.Int32)
+        start = pl.date(year, 9, 1)
     else:
         raise ValueError(f"no fixed period for grain {grain!r}")
-    months = {"month": "1mo", "financial_quarter": "3mo", "financial_year": "12mo", "calendar_year": "12mo"}[grain]
+    months = {"month": "1mo", "financial_quarter": "3mo", "financial_year": "12mo", "calendar_year": "12mo",
+              "academic_year": "12mo"}[grain]
     return start, start.dt.offset_by(months).dt.offset_by("-1d")
 
 
@@ -228,36 +232,62 @@ def _rolling_people(person_months: pl.LazyFrame, window: int, keys: list[str],
 
 
 def _population_cells(population: pl.DataFrame, pop_source: SourceDefinition, step: MetricStep,
-                      catalogue: Catalogue, geography: pl.DataFrame, keys: list[str]) -> pl.LazyFrame:
+                      catalogue: Catalogue, keys: list[str]) -> pl.LazyFrame:
     lf = prepare_frame(population, pop_source, catalogue, {step.age_bands})
+    if step.population_filter:
+        lf = lf.filter(compile_filter(step.population_filter, pop_source.all_columns,
+                                      context=f"{step.metric_id} denominator.filter").fill_null(False))
     return lf.group_by(["year", *keys]).agg(pl.col("population").sum().cast(pl.Float64))
 
 
+def _population_years(periods: pl.LazyFrame, first_year: int, last_year: int) -> pl.LazyFrame:
+    """Which mid-year populations make up each period's denominator, and with what weight.
+
+    A period of up to 12 months uses the estimate for the year it starts in. A longer (pooled)
+    period uses person-years: each month contributes a twelfth of its year's estimate, so three
+    pooled years are the sum of three yearly populations. Years beyond the estimates available
+    use the nearest year.
+    """
+    months = ((pl.col("period_end").dt.year() - pl.col("period_start").dt.year()) * 12
+              + pl.col("period_end").dt.month() - pl.col("period_start").dt.month() + 1)
+    clamp = lambda year: year.clip(first_year, last_year)  # noqa: E731
+    short = (periods.filter(months <= 12)
+             .with_columns(clamp(pl.col("period_start").dt.year()).alias("year"), pl.lit(1.0).alias("_weight")))
+    long = (periods.filter(months > 12)
+            .with_columns(pl.date_ranges("period_start", "period_end", "1mo").alias("_month")).explode("_month")
+            .with_columns(clamp(pl.col("_month").dt.year()).alias("year"))
+            .group_by([*PERIOD, "year"]).agg((pl.len() / 12).alias("_weight")))
+    return pl.concat([short, long], how="diagonal_relaxed").select(*PERIOD, "year", "_weight")
+
+
 def _with_population(partials: pl.LazyFrame, cells: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
-    """Attach the population of each cell: the mid-year estimate for the year the period starts in
-    (the nearest year available). Cells with people but no events still count (zero numerator)."""
-    years = cells.select(pl.col("year").min().alias("_min"), pl.col("year").max().alias("_max"))
-    periods = (partials.select(PERIOD).unique().join(years, how="cross")
-               .with_columns(pl.col("period_start").dt.year().clip(pl.col("_min"), pl.col("_max"))
-                             .alias("year")).drop("_min", "_max"))
-    spine = periods.join(cells, on="year", how="inner").drop("year")
-    return (spine.join(partials, on=[*PERIOD, *keys], how="full", coalesce=True,
-                       nulls_equal=True)
+    """Attach the population of each cell. Cells with people but no events still count (zero numerator)."""
+    years = cells.select(pl.col("year").min().alias("first"), pl.col("year").max().alias("last")).collect().row(0)
+    weights = _population_years(partials.select(PERIOD).unique(), *years)
+    spine = (weights.join(cells, on="year", how="inner")
+             .group_by([*PERIOD, *keys]).agg((pl.col("population") * pl.col("_weight")).sum()))
+    return (spine.join(partials, on=[*PERIOD, *keys], how="full", coalesce=True, nulls_equal=True)
             .with_columns(pl.col("numerator").fill_null(0.0), pl.col("population").alias("denominator"))
-            .drop("population"))
+            .drop("population")
+            # Cells of rows outside the numerator with no population behind them carry nothing;
+            # events without a population are kept, so the statistics flag them.
+            .filter(pl.col("denominator").is_not_null() | (pl.col("numerator") > 0)))
 
 
 def _breakdowns(cells: pl.LazyFrame, step: MetricStep) -> pl.LazyFrame:
-    """Fine cells → one row per place × period × breakdown group ('overall' is the place total)."""
+    """Fine cells → one row per place × period × breakdown group ('overall' is the place total).
+
+    For a DSR the age bands are kept within each group: standardisation happens per group."""
     sums = [pl.col("numerator").sum(), pl.col("denominator").sum(),
             pl.col("sum_squares").sum()]
-    parts = [cells.group_by([*PERIOD, "place"]).agg(sums)
+    within = [step.age_band_column] if step.value_type == "dsr" else []
+    parts = [cells.group_by([*PERIOD, "place", *within]).agg(sums)
              .with_columns(pl.lit("overall").alias("breakdown"), pl.col("place").alias("group"))]
     for breakdown in step.breakdowns:
         if breakdown == "place":
             continue
         column = step.age_band_column if breakdown == "age_band" else BREAKDOWN_COLUMN[breakdown]
-        parts.append(cells.group_by([*PERIOD, "place", column]).agg(sums).with_columns(
+        parts.append(cells.group_by([*PERIOD, "place", column, *within]).agg(sums).with_columns(
             pl.lit(breakdown).alias("breakdown"),
             pl.col(column).cast(pl.String).fill_null(UNKNOWN).alias("group")).drop(column))
     return pl.concat(parts, how="diagonal_relaxed")
@@ -268,6 +298,10 @@ def _statistics(lf: pl.LazyFrame, step: MetricStep) -> pl.LazyFrame:
         lf = proportion_ci(lf, "numerator", "denominator", multiplier=step.multiplier)
     elif step.value_type == "rate":
         lf = rate_ci(lf, "numerator", "denominator", multiplier=step.multiplier)
+    elif step.value_type == "dsr":
+        lf = (dsr(lf, "numerator", "denominator", age_band=step.age_band_column,
+                  by=[*PERIOD, "place", "breakdown", "group"], multiplier=step.multiplier)
+              .rename({"total_count": "numerator", "total_pop": "denominator"}))
     elif step.value_type == "mean":
         lf = mean_ci_from_moments(lf, "numerator", "sum_squares", "denominator")
     else:  # a count or a sum: the value is the numerator; there is no sampling interval
@@ -278,8 +312,10 @@ def _statistics(lf: pl.LazyFrame, step: MetricStep) -> pl.LazyFrame:
 
 
 def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, *,
-                   geography: pl.DataFrame | None, population: pl.DataFrame | None = None) -> pl.DataFrame:
-    """Every metric of one source, in long form (``OUTPUT_COLUMNS``)."""
+                   geography: pl.DataFrame | None, populations: dict[str, pl.DataFrame] | None = None) -> pl.DataFrame:
+    """Every metric of one source, in long form (``OUTPUT_COLUMNS``). ``populations`` holds the
+    population sources that rates and DSRs divide by, by source id."""
+    populations = populations or {}
     source = catalogue.sources[plan.source_id]
     schemes = {s.age_bands for s in plan.steps}
     lf = prepare_frame(frame, source, catalogue, schemes)
@@ -317,23 +353,23 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
                 parts = [_roll_months(base, g, keys, ["numerator", "denominator", "sum_squares"],
                                       first_month, last_month) for g in step.grains]
             cells = pl.concat(parts, how="diagonal_relaxed")
-            outputs.append(_finish(cells, step, catalogue, geography, population, keys))
+            outputs.append(_finish(cells, step, catalogue, geography, populations, keys))
     for step in (s for s in plan.steps if s.distinct):
         keys = _cell_keys(columns, step)
         months = lf.select(pl.col(step.date_column).dt.truncate("1mo")).collect().to_series()
         parts = _distinct_partials(lf, step, filter_columns, keys, months.min(), months.max())
-        outputs.append(_finish(pl.concat(parts, how="diagonal_relaxed"), step, catalogue, geography, population, keys))
+        outputs.append(_finish(pl.concat(parts, how="diagonal_relaxed"), step, catalogue, geography, populations, keys))
     frames = pl.collect_all(outputs)
     return pl.concat([f.select(OUTPUT_COLUMNS) for f in frames], how="vertical_relaxed")
 
 
 def _finish(cells: pl.LazyFrame, step: MetricStep, catalogue: Catalogue, geography: pl.DataFrame | None,
-            population: pl.DataFrame | None, keys: list[str]) -> pl.LazyFrame:
+            populations: dict[str, pl.DataFrame], keys: list[str]) -> pl.LazyFrame:
     if step.population_source:
         pop_source = catalogue.sources[step.population_source]
         pop_keys = [k for k in keys if k != "ethnic_group"]
         cells = cells.group_by([*PERIOD, *pop_keys]).agg(pl.col("numerator", "sum_squares").sum())
-        pop_cells = _population_cells(population, pop_source, step, catalogue, geography, pop_keys)
+        pop_cells = _population_cells(populations[step.population_source], pop_source, step, catalogue, pop_keys)
         cells = _with_population(cells, pop_cells, pop_keys)
     elif step.value_type == "proportion":
         cells = cells.filter(pl.col("denominator") > 0)

@@ -32,7 +32,10 @@ __all__ = [
     "BREAKDOWNS",
 ]
 
-GRAINS = ("month", "financial_quarter", "financial_year", "calendar_year", "rolling_12_months", "rolling_3_months")
+GRAINS = ("month", "financial_quarter", "financial_year", "calendar_year", "academic_year")
+# Plus rolling windows of any whole number of months ending each month: rolling_12_months, rolling_36_months.
+GRAIN_PATTERN = r"^(month|financial_quarter|financial_year|calendar_year|academic_year|rolling_([1-9]\d*)_months)$"
+ESP2013_LOWER_BOUNDS = list(range(0, 95, 5))
 BREAKDOWNS = ("place", "neighbourhood", "imd_quintile", "age_band", "sex", "ethnicity")
 # Columns every definition may use in filters besides its source's own: the period being computed.
 PERIOD_COLUMNS = ("period_start", "period_end")
@@ -145,7 +148,7 @@ class MeasureSpec(_Frozen):
 class PeriodSpec(_Frozen):
     date: str | None = None
     snapshot: str | None = None
-    grains: list[Literal[GRAINS]] = ["month"]  # type: ignore[valid-type]
+    grains: list[Annotated[str, Field(pattern=GRAIN_PATTERN)]] = ["month"]
 
     @model_validator(mode="after")
     def _one_of(self) -> PeriodSpec:
@@ -177,7 +180,7 @@ class MetricDefinition(_Frozen):
     rationale: str
     owner: str
     source: str
-    value_type: Literal["proportion", "rate", "mean", "count"]
+    value_type: Literal["proportion", "rate", "dsr", "mean", "count"]
     unit: str
     multiplier: float = 1
     numerator: CountSpec | None = None
@@ -189,7 +192,11 @@ class MetricDefinition(_Frozen):
     polarity: Literal["higher_is_better", "lower_is_better", "neutral"]
     target: TargetSpec | None = None
     disclosure: DisclosureSpec = DisclosureSpec()
+    standard: Literal["esp2013"] | None = Field(None, description="standard population for a dsr")
     ci_method: str | None = None
+    fingertips_id: int | None = None
+    frequency: str | None = None
+    group: str | None = Field(None, description="outcome group for the catalogue index")
     caveats: str | None = None
     priority: bool = False
     judgement: dict[str, Any] | None = None
@@ -209,6 +216,7 @@ class MetricDefinition(_Frozen):
         needs = {
             "proportion": "numerator.filter and denominator.filter",
             "rate": "numerator and denominator.population",
+            "dsr": "numerator and denominator.population",
             "mean": "measure with aggregate: mean",
             "count": "numerator or measure with aggregate: sum",
         }[self.value_type]
@@ -217,12 +225,19 @@ class MetricDefinition(_Frozen):
             and self.denominator.population is None,
             "rate": self.numerator is not None and self.denominator is not None
             and self.denominator.population is not None,
+            "dsr": self.numerator is not None and self.denominator is not None
+            and self.denominator.population is not None and self.numerator.count_distinct is None,
             "mean": self.measure is not None and self.measure.aggregate == "mean" and self.numerator is None,
             "count": (self.numerator is not None or self.measure is not None)
             and (self.measure is None or self.measure.aggregate == "sum"),
         }[self.value_type]
         if not ok:
             raise ValueError(f"value_type '{self.value_type}' needs {needs}")
+        if self.value_type == "dsr":
+            if self.age_bands is not None:
+                raise ValueError("a dsr uses the 19 five-year bands of its standard population: remove age_bands")
+            if "age_band" in self.breakdowns:
+                raise ValueError("a dsr is standardised for age: 'age_band' is not a breakdown for it")
         if self.valid_to and self.valid_to < self.valid_from:
             raise ValueError("valid_to is before valid_from")
         if self.numerator and self.numerator.count_distinct and self.value_type not in ("rate", "count", "proportion"):
@@ -235,6 +250,7 @@ class MetricDefinition(_Frozen):
         return self.ci_method or {
             "proportion": "Wilson score",
             "rate": "Byar (exact Poisson below 10 events)",
+            "dsr": "Dobson, European Standard Population 2013 (not calculated below 10 events)",
             "mean": "Student's t",
             "count": "none (a count)",
         }[self.value_type]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from metrics.definitions import Catalogue, MetricDefinition, SourceDefinition
+from metrics.definitions import ESP2013_LOWER_BOUNDS, Catalogue, MetricDefinition, SourceDefinition
 from metrics.sqlfilter import compile_filter
 
 __all__ = ["MetricStep", "SourcePlan", "Plan", "build_plan", "explain", "age_band_labels"]
@@ -27,6 +27,7 @@ class MetricStep:
     measure: str | None
     measure_aggregate: str | None
     population_source: str | None
+    population_filter: str | None
     date_column: str | None
     snapshot_column: str | None
     grains: tuple[str, ...]
@@ -60,22 +61,26 @@ class Plan:
 
 def _step(metric: MetricDefinition, default_bands: list[int]) -> MetricStep:
     grains = ("snapshot",) if metric.period.snapshot else tuple(metric.period.grains)
+    population = metric.denominator.population if metric.denominator else None
+    bands = ESP2013_LOWER_BOUNDS if metric.value_type == "dsr" else (metric.age_bands or default_bands)
     return MetricStep(
         metric_id=metric.id,
         version=metric.version,
         value_type=metric.value_type,
         multiplier=metric.multiplier,
-        denominator_filter=metric.denominator.filter if metric.denominator else None,
+        # With a population denominator, the denominator's filter selects population rows.
+        denominator_filter=metric.denominator.filter if metric.denominator and not population else None,
         numerator_filter=metric.numerator.filter if metric.numerator else None,
         count_distinct=metric.numerator.count_distinct if metric.numerator else None,
         measure=metric.measure.column if metric.measure else None,
         measure_aggregate=metric.measure.aggregate if metric.measure else None,
-        population_source=metric.denominator.population if metric.denominator else None,
+        population_source=population,
+        population_filter=metric.denominator.filter if population else None,
         date_column=metric.period.date,
         snapshot_column=metric.period.snapshot,
         grains=grains,
         breakdowns=tuple(metric.breakdowns),
-        age_bands=tuple(metric.age_bands or default_bands),
+        age_bands=tuple(bands),
     )
 
 
@@ -120,7 +125,8 @@ def explain(plan: Plan) -> str:
         lines.append(f"scan {source.source_id} ({source.kind}) once, validate every column, "
                      f"keep {', '.join(source.columns)}")
         for s in source.steps:
-            how = {"proportion": "Wilson", "rate": "Byar/exact Poisson", "mean": "Student's t", "count": "sum"}
+            how = {"proportion": "Wilson", "rate": "Byar/exact Poisson", "dsr": "Dobson, ESP 2013",
+                   "mean": "Student's t", "count": "sum"}
             what = (f"count distinct {s.count_distinct}" if s.distinct
                     else f"{s.measure_aggregate} of {s.measure}" if s.measure else "count rows")
             lines.append(f"  {s.metric_id} v{s.version}: {s.value_type} ({how[s.value_type]}), {what}")
@@ -129,7 +135,8 @@ def explain(plan: Plan) -> str:
             if s.numerator_filter:
                 lines.append(f"    counted:  {' '.join(s.numerator_filter.split())}")
             if s.population_source:
-                lines.append(f"    per population from {s.population_source} (x{s.multiplier:g})")
+                where = f" where {' '.join(s.population_filter.split())}" if s.population_filter else ""
+                lines.append(f"    per population from {s.population_source}{where} (x{s.multiplier:g})")
             period = f"snapshot {s.snapshot_column}" if s.snapshot_column else f"{s.date_column} by {', '.join(s.grains)}"
             lines.append(f"    periods: {period}; breakdowns: {', '.join(s.breakdowns)}; "
                          f"age bands: {', '.join(age_band_labels(s.age_bands))}")

@@ -172,9 +172,9 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
             carried += [s.metric_id for s in source_plan.steps]
             continue
         quarantine.append(loaded.quarantine)
-        population = populations[next(iter(pops))].frame if pops else None
         tick = time.perf_counter()
-        values.append(compute_source(source_plan, loaded.frame, catalogue, geography=geo_frame, population=population))
+        values.append(compute_source(source_plan, loaded.frame, catalogue, geography=geo_frame,
+                                     populations={p: populations[p].frame for p in pops}))
         del loaded
         timings["compute"] = round(timings["compute"] + time.perf_counter() - tick, 3)
         say(f"  computed {len(source_plan.steps)} metric(s) on {source_plan.source_id} "

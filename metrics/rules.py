@@ -37,12 +37,17 @@ def filters_name_declared_columns(cat: Catalogue) -> list[Issue]:
         source = cat.sources.get(m.source)
         if source is None:
             continue
-        columns = [*source.all_columns, *PERIOD_COLUMNS]
-        for field, sql in (("numerator.filter", m.numerator and m.numerator.filter),
-                           ("denominator.filter", m.denominator and m.denominator.filter)):
+        # Period columns mean something only for snapshots (one date per row's period).
+        columns = [*source.all_columns, *(PERIOD_COLUMNS if m.period.snapshot else ())]
+        population = cat.sources.get(m.denominator.population) if m.denominator and m.denominator.population else None
+        # A population denominator's filter is over the population source's columns.
+        denominator_columns = population.all_columns if population else columns
+        for field, sql, allowed in (("numerator.filter", m.numerator and m.numerator.filter, columns),
+                                    ("denominator.filter", m.denominator and m.denominator.filter,
+                                     denominator_columns)):
             if sql:
                 try:
-                    compile_filter(sql, columns, context=field)
+                    compile_filter(sql, allowed, context=field)
                 except FilterError as exc:
                     issues.append(_error(m, field, str(exc)))
     for s in cat.sources.values():
