@@ -257,5 +257,52 @@ def quarantine(run: str, source: str | None, examples: int) -> None:
             click.echo(f"    {file} row {number}: {value!r}")
 
 
+@main.group("db")
+def db() -> None:
+    """The store's schema: which revision it is at, and migrating it forward (OUTCOMES_DATABASE_URL).
+
+    Every command migrates the store on first use; these are for deployments that do it as a step.
+
+    Example: outcomes db upgrade
+    """
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Revision to migrate to.")
+def db_upgrade(revision: str) -> None:
+    """Migrate the store's schema forward; a store made before migrations existed is adopted.
+
+    Example: outcomes db upgrade
+    """
+    import store
+
+    engine = store.get_engine(migrate=False)
+    try:
+        before, after = store.migrate(engine, revision)
+    except store.SchemaError as exc:
+        _echo(str(exc))
+        sys.exit(2)
+    where = store.safe_url(engine)
+    click.echo(f"{where}: already at revision {after}" if before == after
+               else f"{where}: upgraded from {before or 'no schema'} to revision {after}")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Show the store's schema revision and whether it is the newest this code knows.
+
+    Example: outcomes db current
+    """
+    import store
+
+    status = store.schema_status(store.get_engine(migrate=False))
+    click.echo(f"store:    {status.url}")
+    click.echo(f"revision: {status.current or 'none'}" + (" (head)" if status.up_to_date else
+                                                           f" (head is {status.head}: run `outcomes db upgrade`)"))
+    if status.unversioned_tables:
+        click.echo(f"          tables made before migrations: {', '.join(status.unversioned_tables)} "
+                   "(`outcomes db upgrade` adopts them)")
+
+
 if __name__ == "__main__":
     main()

@@ -1,11 +1,12 @@
 """The store: refresh runs, published metric values, definitions as published, quarantined rows.
 
-SQLModel tables over SQLite (default, ``var/outcomes.db``) or PostgreSQL (``OUTCOMES_DATABASE_URL``).
+SQLModel tables over SQLite (default, ``var/outcomes.db``) or PostgreSQL (``OUTCOMES_DATABASE_URL``),
+their schema versioned by Alembic migrations shipped in ``store/migrations`` (``migrate``).
 Frames in, frames out. The store knows nothing of the engine: it keeps what it is given and
 publishes a run atomically, so readers always see one complete run.
 """
 
-from store.db import database_url, get_engine, init_db
+from store.db import database_url, dispose_engine, get_engine, init_db, safe_url
 from store.models import MetricDefinitionRecord, MetricValue, QuarantinedRow, RefreshRun
 from store.repository import (
     VALUE_COLUMNS,
@@ -22,6 +23,8 @@ from store.repository import (
     resolve_run,
     start_run,
 )
+from store.schema import SchemaError, SchemaStatus, head_revision, migrate
+from store.schema import status as schema_status
 
 __all__ = [
     "VALUE_COLUMNS",
@@ -29,13 +32,18 @@ __all__ = [
     "MetricValue",
     "QuarantinedRow",
     "RefreshRun",
+    "SchemaError",
+    "SchemaStatus",
     "abandon_stale_runs",
     "database_url",
+    "dispose_engine",
     "fail_run",
     "get_engine",
+    "head_revision",
     "init_db",
     "latest_run_id",
     "list_runs",
+    "migrate",
     "publish_run",
     "read_definitions",
     "read_quarantine",
@@ -43,5 +51,7 @@ __all__ = [
     "read_values",
     "record_timings",
     "resolve_run",
+    "safe_url",
+    "schema_status",
     "start_run",
 ]

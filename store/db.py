@@ -1,17 +1,24 @@
-"""Database engine from the environment: SQLite (WAL) by default, PostgreSQL in production."""
+"""Database engine from the environment: SQLite (WAL) by default, PostgreSQL in production.
+
+``OUTCOMES_DATABASE_URL`` names the store, e.g. ``postgresql+psycopg://user:password@host/outcomes``
+(credentials come from the environment only; anything the store prints shows the URL with the
+password hidden). ``get_engine`` migrates the schema to the newest revision on first use.
+"""
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
-from sqlmodel import SQLModel, create_engine
+from sqlalchemy.engine import Engine, make_url
+from sqlmodel import create_engine
 
 from store import models  # noqa: F401  (registers the tables)
+from store import schema
 
-__all__ = ["database_url", "get_engine", "init_db", "default_sqlite_path"]
+__all__ = ["database_url", "get_engine", "dispose_engine", "init_db", "default_sqlite_path", "safe_url"]
 
 
 def default_sqlite_path() -> Path:
@@ -22,13 +29,26 @@ def default_sqlite_path() -> Path:
 
 
 def database_url(url: str | None = None) -> str:
-    """The store's URL: the argument, else ``OUTCOMES_DATABASE_URL``, else the default SQLite file."""
+    """The store's URL: the argument, else ``OUTCOMES_DATABASE_URL``, else the default SQLite file.
+
+    A bare ``postgresql://`` (or ``postgres://``) URL means psycopg 3, the driver the store ships with.
+    """
     url = url or os.environ.get("OUTCOMES_DATABASE_URL")
     if url:
+        for bare in ("postgresql://", "postgres://"):
+            if url.startswith(bare):
+                return "postgresql+psycopg://" + url[len(bare):]
         return url
     path = default_sqlite_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
+
+
+def safe_url(url: str | Engine | None = None) -> str:
+    """The store's URL with any password shown as ``***``: the only form to print or log."""
+    if isinstance(url, Engine):
+        return url.url.render_as_string(hide_password=True)
+    return make_url(database_url(url)).render_as_string(hide_password=True)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -41,22 +61,57 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _create(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    parsed = make_url(url)
+    connect_args = {}
+    if parsed.get_backend_name() == "postgresql":
+        # Unless the URL says otherwise: name the client for the DBA, and don't hang on an unreachable host.
+        connect_args = {k: v for k, v in {"application_name": "outcomes-engine", "connect_timeout": 10}.items()
+                        if k not in parsed.query}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
 _ENGINES: dict[str, Engine] = {}
+_MIGRATED: set[str] = set()
+_LOCK = threading.Lock()
 
 
-def get_engine(url: str | None = None) -> Engine:
-    """A (cached) SQLAlchemy engine for the store, with the tables created if missing."""
+def get_engine(url: str | None = None, *, migrate: bool = True) -> Engine:
+    """A (cached) SQLAlchemy engine for the store, its schema migrated to the newest revision.
+
+    ``migrate=False`` skips the migration (``outcomes db current`` / ``db upgrade`` use it to look first).
+    """
     url = database_url(url)
-    if url not in _ENGINES:
-        if url.startswith("sqlite"):
-            engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-            event.listen(engine, "connect", _sqlite_pragmas)
+    with _LOCK:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            engine = _ENGINES[url] = _create(url)
+        if migrate and url not in _MIGRATED:
+            schema.migrate(engine)
+            _MIGRATED.add(url)
+    return engine
+
+
+def dispose_engine(url: str | Engine | None = None) -> None:
+    """Close and forget the cached engine for ``url`` (an engine, or every engine when None)."""
+    with _LOCK:
+        if url is None:
+            keys = list(_ENGINES)
+        elif isinstance(url, Engine):
+            keys = [k for k, e in _ENGINES.items() if e is url]
         else:
-            engine = create_engine(url, pool_pre_ping=True)
-        init_db(engine)
-        _ENGINES[url] = engine
-    return _ENGINES[url]
+            keys = [database_url(url)]
+        for key in keys:
+            engine = _ENGINES.pop(key, None)
+            _MIGRATED.discard(key)
+            if engine is not None:
+                engine.dispose()
 
 
 def init_db(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine)
+    """Bring the store's schema to the newest revision (kept for callers from before migrations)."""
+    schema.migrate(engine)

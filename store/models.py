@@ -1,10 +1,16 @@
-"""What the store keeps: one class per table, the shape and its meaning side by side."""
+"""What the store keeps: one class per table, the shape and its meaning side by side.
+
+The schema itself is versioned by the migrations in ``store/migrations/versions``: a change here
+needs a new revision there (a test compares the two).
+Datetimes are timezone-aware UTC (sqlmodel's ``UTCDateTime``): ``timestamptz`` on PostgreSQL, UTC
+text on SQLite, returned aware in UTC by both.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Column, Text
+from sqlalchemy import Column, Index, Text
 from sqlmodel import Field, SQLModel
 
 __all__ = ["RefreshRun", "MetricValue", "MetricDefinitionRecord", "QuarantinedRow", "RUN_STATUSES"]
@@ -41,9 +47,11 @@ class MetricValue(SQLModel, table=True):
     """One published number: a metric for a place, period and breakdown group, with its CIs."""
 
     __tablename__ = "metric_value"
+    # Readers fix the run and usually the metric and place (migration 0002).
+    __table_args__ = (Index("ix_metric_value_run_metric_place", "run_id", "metric_id", "place"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    run_id: int = Field(foreign_key="refresh_run.id", index=True)
+    run_id: int = Field(foreign_key="refresh_run.id")
     metric_id: str = Field(index=True)
     metric_version: int
     place: str

@@ -1,9 +1,18 @@
-"""Shared fixtures: the hand-built extracts, a throwaway SQLite store, and a published run."""
+"""Shared fixtures: the hand-built extracts, a throwaway store on each backend, and a published run.
+
+Every test that takes ``engine`` (or ``db_url``) runs twice: on SQLite and on PostgreSQL. The
+PostgreSQL server is a throwaway cluster (``tests/pg.py``) started once per session — installing
+PostgreSQL first if it is missing — and each test gets a database of its own. Where PostgreSQL
+cannot be had, its tests are skipped with the reason, except in CI (``CI=true``), where that is a
+failure. ``pytest -m "not postgresql"`` runs the SQLite half only.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,9 +33,45 @@ def handbuilt_dir(tmp_path: Path) -> Path:
     return write_handbuilt(tmp_path / "extracts")
 
 
+BACKENDS = [pytest.param("sqlite", id="sqlite"),
+            pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgresql)]
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One throwaway PostgreSQL server for the session (installed if missing), removed at the end."""
+    from pg import Cluster, ClusterUnavailable
+
+    cluster = Cluster(log=lambda message: print(message, file=sys.__stderr__, flush=True))
+    try:
+        cluster.start()
+    except (ClusterUnavailable, OSError, subprocess.SubprocessError) as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PostgreSQL is required in CI but could not be started: {exc}", pytrace=False)
+        pytest.skip(f"PostgreSQL tests skipped: {exc}")
+    yield cluster
+    store.dispose_engine()
+    cluster.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request, tmp_path: Path):
+    """A new, empty store's URL (the PostgreSQL one carries a password): SQLite file or PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+        yield url
+        store.dispose_engine(url)
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    url = cluster.create_database()
+    yield url
+    store.dispose_engine(url)
+    cluster.drop_database(url)
+
+
 @pytest.fixture
-def engine(tmp_path: Path):
-    return store.get_engine(f"sqlite:///{tmp_path / 'store.db'}")
+def engine(db_url: str):
+    return store.get_engine(db_url)
 
 
 @pytest.fixture

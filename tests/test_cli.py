@@ -13,8 +13,8 @@ from metrics.cli import main
 
 
 @pytest.fixture
-def cli(tmp_path, monkeypatch):
-    monkeypatch.setenv("OUTCOMES_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+def cli(db_url, monkeypatch):
+    monkeypatch.setenv("OUTCOMES_DATABASE_URL", db_url)
     runner = CliRunner()
 
     def run(*args: str, code: int = 0):
@@ -81,3 +81,45 @@ def test_refresh_with_a_broken_source_exits_3_but_publishes(cli, handbuilt_dir):
     result = cli("refresh", "--data", str(handbuilt_dir), "--as-of", "2026-01-01", code=3)
     assert json.loads(result.stdout)["failed_sources"] == ["breast_screening"]
     assert "file is empty" in result.stderr
+
+
+def test_db_current_and_upgrade(cli, db_url):
+    import store
+
+    assert "revision: none (head is" in cli("db", "current").stdout
+    assert "upgraded from no schema to revision" in cli("db", "upgrade").stdout
+    current = cli("db", "current").stdout
+    assert "(head)" in current and f"store:    {store.safe_url(db_url)}" in current  # password as ***
+    assert "already at revision" in cli("db", "upgrade").stdout
+    assert "cannot migrate to 'nope'" in cli("db", "upgrade", "--revision", "nope", code=2).stderr
+
+
+@pytest.mark.postgresql
+def test_no_output_shows_the_postgresql_password(pg_cluster, handbuilt_dir, monkeypatch):
+    import traceback
+
+    import store
+
+    url = pg_cluster.create_database("cli")
+    password = pg_cluster.password
+    monkeypatch.setenv("OUTCOMES_DATABASE_URL", url)
+    runner = CliRunner()
+    try:
+        outputs = []
+        for args in (["db", "current"], ["db", "upgrade"], ["refresh", "--data", str(handbuilt_dir)], ["runs"],
+                     ["values", "--metric", "breast_screening_coverage"], ["quarantine"]):
+            result = runner.invoke(main, args)
+            assert result.exit_code in (0, 3), (args, result.output)
+            outputs.append(result.output)
+        assert "postgresql+psycopg://postgres:***@127.0.0.1" in outputs[0]
+        # A wrong password: the command fails, and neither its output nor the error shows the password tried.
+        wrong = url.replace(password, "Wr0ng-" + password[::-1])
+        monkeypatch.setenv("OUTCOMES_DATABASE_URL", wrong)
+        result = runner.invoke(main, ["runs"])
+        assert result.exit_code != 0 and "password authentication failed" in str(result.exception)
+        outputs += [result.output, "".join(traceback.format_exception(result.exception))]
+        for text in outputs:
+            assert password not in text and password[::-1] not in text
+    finally:
+        store.dispose_engine()
+        pg_cluster.drop_database(url)

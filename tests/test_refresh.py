@@ -87,7 +87,7 @@ def test_a_missing_geography_fails_the_run(published, engine, handbuilt_dir):
 KILLER = textwrap.dedent("""
     import datetime as dt, os, signal, sys
     import store, store.repository as repository, metrics.refresh as refresh_module
-    point = sys.argv[3]
+    point = sys.argv[2]
     if point == "compute":
         def die(*args, **kwargs):
             os.kill(os.getpid(), signal.SIGKILL)
@@ -100,7 +100,7 @@ KILLER = textwrap.dedent("""
                     os.kill(os.getpid(), signal.SIGKILL)
                 yield chunk
         repository._chunks = chunks
-    engine = store.get_engine(sys.argv[2])
+    engine = store.get_engine()  # OUTCOMES_DATABASE_URL, as in production
     refresh_module.refresh(sys.argv[1], engine=engine, as_of=dt.date(2026, 1, 1))
 """)
 
@@ -110,8 +110,9 @@ def test_killing_a_refresh_leaves_the_last_run_published(published, engine, hand
     before = store.read_values(engine)
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
-    url = str(engine.url)
-    process = subprocess.run([sys.executable, str(script), str(handbuilt_dir), url, point], cwd=PROJECT,
+    # The URL (with its password: str(engine.url) hides it) goes by the environment, never the command line.
+    env = {**os.environ, "OUTCOMES_DATABASE_URL": engine.url.render_as_string(hide_password=False)}
+    process = subprocess.run([sys.executable, str(script), str(handbuilt_dir), point], cwd=PROJECT, env=env,
                              capture_output=True, text=True, timeout=120)
     assert process.returncode == -signal.SIGKILL, process.stderr
     assert store.latest_run_id(engine) == published.run_id

@@ -1,0 +1,1 @@
+"""Schema revisions, oldest first (Alembic loads every ``NNNN_*.py`` here)."""

@@ -1,0 +1,279 @@
+"""The store on both backends: schema versions and migrations, bulk writes that round-trip exactly,
+timezone-aware datetimes, and atomic publishing that concurrent readers can rely on."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import threading
+import time
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from polars.testing import assert_frame_equal
+from sqlmodel import SQLModel
+
+import store
+import store.repository as repository
+from store import db as store_db
+from store.schema import FIRST_REVISION, _scripts
+
+HEAD = store.head_revision()
+
+
+def _values(rows: int, *, seed: int = 0, metric: str = "m") -> pl.DataFrame:
+    rng = random.Random(seed)
+    start = dt.date(2023, 4, 1)
+    return pl.DataFrame({
+        "metric_id": [f"{metric}{i % 3}" for i in range(rows)],
+        "metric_version": [1] * rows,
+        "place": [("Dudley", "Walsall")[i % 2] for i in range(rows)],
+        "period_type": ["month"] * rows,
+        "period_start": [start + dt.timedelta(days=31 * (i % 36)) for i in range(rows)],
+        "period_end": [start + dt.timedelta(days=31 * (i % 36) + 30) for i in range(rows)],
+        "breakdown": ["imd_quintile"] * rows,
+        "group": [str(i) for i in range(rows)],
+        "numerator": [float(rng.randint(0, 500)) for _ in range(rows)],
+        "denominator": [float(rng.randint(500, 1000)) for _ in range(rows)],
+        "value": [rng.random() * 100 for _ in range(rows)],
+        "lower_95": [None if i % 7 == 0 else rng.random() for i in range(rows)],
+        "upper_95": [rng.random() for _ in range(rows)],
+        "lower_99_8": [rng.random() for _ in range(rows)],
+        "upper_99_8": [rng.random() for _ in range(rows)],
+    }, schema=repository.VALUE_SCHEMA)
+
+
+def _publish(engine, values: pl.DataFrame, **kwargs) -> int:
+    run_id = store.start_run(engine, trigger="test")
+    store.publish_run(engine, run_id, values=values, definitions=kwargs.pop("definitions", []), **kwargs)
+    return run_id
+
+
+def _snapshot(engine) -> dict:
+    """Everything a store holds, as frames (timestamps included)."""
+    runs = store.list_runs(engine, limit=1000)
+    published = runs.filter(pl.col("status") == "published")["run_id"].to_list()
+    return {"runs": runs,
+            "values": {r: store.read_values(engine, run=r, provenance=True) for r in published},
+            "quarantine": {r: store.read_quarantine(engine, run=r) for r in published},
+            "definitions": {r: store.read_definitions(engine, run=r) for r in published}}
+
+
+def _indexes(engine, table: str) -> set[str]:
+    with engine.connect() as conn:
+        return {index["name"] for index in sa.inspect(conn).get_indexes(table)}
+
+
+# -- schema -------------------------------------------------------------------------------------
+
+
+def test_a_new_store_is_at_head_and_matches_the_models(engine):
+    status = store.schema_status(engine)
+    assert status.current == HEAD and status.up_to_date and not status.unversioned_tables
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata) == []
+        timestamps = {c["name"]: c["type"] for c in sa.inspect(conn).get_columns("refresh_run")}
+    if engine.dialect.name == "postgresql":
+        assert all(timestamps[c].timezone for c in ("started_at", "finished_at", "published_at"))  # timestamptz
+
+
+def test_upgrading_from_the_first_revision_keeps_every_run(db_url):
+    engine = store.get_engine(db_url, migrate=False)
+    assert store.migrate(engine, FIRST_REVISION) == (None, FIRST_REVISION)
+    assert "ix_metric_value_run_id" in _indexes(engine, "metric_value")
+    first = _publish(engine, _values(50, seed=1), definitions=[_definition("m0")], quarantine=_quarantine(3))
+    failed = store.start_run(engine)
+    store.fail_run(engine, failed, "RuntimeError: boom")
+    second = _publish(engine, _values(80, seed=2), definitions=[_definition("m0"), _definition("m1")])
+    before = _snapshot(engine)
+
+    assert store.migrate(engine) == (FIRST_REVISION, HEAD)
+    after = _snapshot(engine)
+    assert_frame_equal(after["runs"], before["runs"])
+    assert list(after["values"]) == [second, first]
+    for part in ("values", "quarantine", "definitions"):
+        for run_id, frame in before[part].items():
+            assert_frame_equal(after[part][run_id], frame)
+    assert after["values"][first].height == 50 and after["quarantine"][first].height == 3
+    indexes = _indexes(engine, "metric_value")
+    assert "ix_metric_value_run_metric_place" in indexes and "ix_metric_value_run_id" not in indexes
+    assert store.migrate(engine) == (HEAD, HEAD)  # nothing left to do
+
+
+@pytest.mark.parametrize("made_by", ["first_revision_models", "todays_models"])
+def test_a_store_made_before_migrations_is_adopted(db_url, made_by):
+    engine = store.get_engine(db_url, migrate=False)
+    metadata = _scripts().get_revision(FIRST_REVISION).module.schema() if made_by == "first_revision_models" \
+        else SQLModel.metadata
+    metadata.create_all(engine)  # what `init_db` did before the store had migrations
+    run_id = _publish(engine, _values(20), definitions=[_definition("m0")])
+    before = _snapshot(engine)
+    status = store.schema_status(engine)
+    assert status.current is None and set(status.unversioned_tables) == set(store.schema.STORE_TABLES)
+
+    engine = store.get_engine(db_url)  # first use migrates
+    assert store.schema_status(engine).current == HEAD
+    after = _snapshot(engine)
+    assert_frame_equal(after["runs"], before["runs"])
+    assert_frame_equal(after["values"][run_id], before["values"][run_id])
+    assert "ix_metric_value_run_metric_place" in _indexes(engine, "metric_value")
+
+
+def test_tables_that_are_not_the_store_are_left_alone(db_url):
+    engine = store.get_engine(db_url, migrate=False)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE refresh_run (id INTEGER PRIMARY KEY, status VARCHAR(20))"))
+    with pytest.raises(store.SchemaError, match=r"refresh_run lacks column\(s\) as_of.*nothing was changed") as error:
+        store.get_engine(db_url)
+    password = engine.url.password
+    assert not password or password not in str(error.value)
+    with engine.connect() as conn:
+        assert set(sa.inspect(conn).get_table_names()) == {"refresh_run"}
+
+
+def test_processes_starting_on_a_new_store_together_migrate_it_once(db_url):
+    url = store.database_url(db_url)
+    engines = [store_db._create(url) for _ in range(4)]  # separate pools, as separate processes would have
+    results, errors = [], []
+    barrier = threading.Barrier(len(engines))
+
+    def start(engine):
+        barrier.wait()
+        try:
+            results.append(store.migrate(engine))
+        except Exception as exc:  # noqa: BLE001  (collected and reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(e,)) for e in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for engine in engines:
+        engine.dispose()
+    assert not errors, errors
+    assert len(results) == 4 and all(after == HEAD for _, after in results)
+    assert sum(before is None for before, _ in results) == 1  # exactly one of them did the work
+
+
+# -- writes and reads ---------------------------------------------------------------------------
+
+
+def _definition(metric_id: str) -> dict:
+    return {"metric_id": metric_id, "version": 2, "content_hash": "0123456789abcdef", "title": "A \"title\", with commas",
+            "outcome": "Timely discharge", "value_type": "proportion", "unit": "%", "polarity": "higher_is_better",
+            "body_json": '{"definition": "line one\\nline two", "filter": "a = \'x\'"}'}
+
+
+def _quarantine(rows: int) -> pl.DataFrame:
+    awkward = ["", None, "a,b", 'say "hi"', "line\nbreak", "tab\there", "\\N", "NULL", "Ynys Môn ✓"]
+    return pl.DataFrame({
+        "source_id": ["inpatient_spells"] * rows,
+        "file": [f"spells, {i}.csv" for i in range(rows)],
+        "row_number": list(range(1, rows + 1)),
+        "rule": ["future_date"] * rows,
+        "column": [None if i % 2 else "discharge_date" for i in range(rows)],
+        "value": [awkward[i % len(awkward)] for i in range(rows)],
+        "message": [awkward[(i + 3) % len(awkward)] for i in range(rows)],
+        "row_json": ['{"note": "quote \\" and, comma", "n": %d}' % i for i in range(rows)],
+    }, schema=repository.QUARANTINE_SCHEMA)
+
+
+def test_bulk_writes_round_trip_exactly(engine):
+    values = _values(300).with_columns(
+        pl.Series("group", ["", "a,b", 'q"uote', "new\nline", "\\N", "NULL", "Ynys Môn"] * 42 + ["x"] * 6),
+        pl.Series("value", [1 / 3, 1e-300, -2.5e300, 123456789.123456789, 0.0, None] * 50, dtype=pl.Float64),
+    )
+    quarantine = _quarantine(27)
+    run_id = _publish(engine, values, quarantine=quarantine, definitions=[_definition("m0"), _definition("m1")],
+                      sources={"s": {"rows": 1}}, timings={"total": 1.5}, definition_versions={"m0": {"version": 2}})
+    read = store.read_values(engine, provenance=True)
+    expected = values.with_columns(pl.lit(run_id, pl.Int64).alias("run_id"),
+                                   pl.lit(run_id, pl.Int64).alias("computed_run_id"))
+    order = [c for c in read.columns if c != "lower_95"]  # every row differs somewhere here
+    assert_frame_equal(read.sort(order), expected.select(read.columns).sort(order))
+    assert_frame_equal(store.read_quarantine(engine).drop("run_id").sort("row_number"), quarantine)
+    assert store.read_definitions(engine).drop("run_id").to_dicts() == [_definition("m0"), _definition("m1")]
+    run = store.read_run(engine)
+    assert (run["values_count"], run["quarantined_count"]) == (300, 27)
+    assert run["sources"] == {"s": {"rows": 1}} and run["timings"] == {"total": 1.5}
+
+
+def test_datetimes_are_timezone_aware_utc(engine):
+    before = dt.datetime.now(dt.UTC)
+    run_id = _publish(engine, _values(3))
+    run = store.read_run(engine, run_id)
+    for key in ("started_at", "finished_at", "published_at"):
+        assert run[key].utcoffset() == dt.timedelta(0), key
+        assert before - dt.timedelta(seconds=1) <= run[key] <= dt.datetime.now(dt.UTC), key
+    listed = store.list_runs(engine).row(0, named=True)
+    assert listed["started_at"] == run["started_at"].replace(tzinfo=None)  # UTC wall time in frames
+
+
+def test_a_publish_that_fails_part_way_leaves_nothing(engine, monkeypatch):
+    previous = _publish(engine, _values(10))
+    monkeypatch.setattr(repository, "_BATCH", 7)  # several batches reach the database before the bad row
+    values = pl.concat([_values(40), _values(1).with_columns(pl.lit(None, pl.String).alias("place"))])
+    run_id = store.start_run(engine)
+    with pytest.raises(Exception, match="(?i)null"):
+        store.publish_run(engine, run_id, values=values, definitions=[_definition("m0")], quarantine=_quarantine(5))
+    assert store.latest_run_id(engine) == previous
+    assert store.list_runs(engine)["status"].to_list() == ["running", "published"]
+    with engine.connect() as conn:
+        for model in (store.MetricValue, store.QuarantinedRow, store.MetricDefinitionRecord):
+            assert conn.execute(sa.select(sa.func.count()).where(model.run_id == run_id)).scalar() == 0
+
+
+def test_readers_always_see_one_complete_run_while_runs_publish(engine):
+    """Readers hammer read_values while runs of different sizes publish: each read is one whole run."""
+    _publish(engine, _values(500, seed=0))
+    stop = threading.Event()
+    problems: list[str] = []
+    seen: set[int] = set()
+    reads = [0]
+    published = [1]
+
+    def reader():
+        while not stop.is_set():
+            try:
+                frame = store.read_values(engine)
+                runs = frame["run_id"].unique().to_list()
+                if len(runs) != 1:
+                    problems.append(f"a read mixed runs {runs}")
+                    continue
+                expected = store.read_run(engine, runs[0])["values_count"]
+                if frame.height != expected:
+                    problems.append(f"run {runs[0]}: read {frame.height} of {expected} values")
+                seen.add(runs[0])
+                reads[0] += 1
+            except Exception as exc:  # noqa: BLE001  (collected and reported below)
+                problems.append(repr(exc))
+
+    def publisher():
+        rng = random.Random(1)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not problems:
+            try:
+                _publish(engine, _values(rng.randint(200, 3000), seed=published[0]))
+                published[0] += 1
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"publish: {exc!r}")
+        stop.set()
+
+    threads = [threading.Thread(target=reader) for _ in range(3)] + [threading.Thread(target=publisher)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not problems, problems[:5]
+    assert published[0] >= 3 and len(seen) >= 2 and reads[0] >= 10, (published[0], seen, reads[0])
+
+
+def test_a_bare_postgresql_url_means_psycopg_and_passwords_are_hidden():
+    url = store.database_url("postgresql://outcomes:s3cret@db.example/outcomes")
+    assert url == "postgresql+psycopg://outcomes:s3cret@db.example/outcomes"
+    assert store.database_url("postgres://u:p@h/d") == "postgresql+psycopg://u:p@h/d"
+    assert store.safe_url(url) == "postgresql+psycopg://outcomes:***@db.example/outcomes"
