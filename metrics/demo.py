@@ -1230,6 +1230,9 @@ def generate_demo_data(
         rows["breast_screening"] += frame.height
     say(f"breast screening: {len(snapshots)} snapshot(s), {rows['breast_screening']:,} rows")
 
+    files["benchmarks"] = [write_england_benchmarks(out).relative_to(out).as_posix()]
+    say("benchmarks: a Fingertips-format export of England values")
+
     place_names = dict(zip(lsoas["place_code"].to_list(), lsoas["place"].to_list(), strict=True))
     ref_counts = pop[ref_year].sum(axis=(1, 2))
     place_idx = lsoas["_place"].to_numpy()
@@ -1263,4 +1266,37 @@ def generate_demo_data(
     }
 
 
-__all__ = ["SOURCES", "generate_demo_data"]
+# England values as published (DESIGN.md §4), in Fingertips' CSV export layout, so the demo
+# exercises the same reader a user's downloaded file goes through. Confidence limits are narrow
+# (national denominators are in the millions); they are illustrative where not published.
+ENGLAND_BENCHMARKS = [
+    # indicator id, indicator name, time period, value, lower 95, upper 95
+    (22001, "Cancer screening coverage: breast cancer", "2024/25", 71.8, 71.77, 71.83),
+]
+FINGERTIPS_HEADER = ["Indicator ID", "Indicator Name", "Parent Code", "Parent Name", "Area Code", "Area Name",
+                     "Area Type", "Sex", "Age", "Category Type", "Category", "Time period", "Value",
+                     "Lower CI 95.0 limit", "Upper CI 95.0 limit", "Lower CI 99.8 limit", "Upper CI 99.8 limit",
+                     "Count", "Denominator", "Value note", "Recent Trend", "Compared to England value or percentiles",
+                     "Compared to percentiles", "Time period Sortable", "New data", "Compared to goal",
+                     "Time period range"]
+
+
+def write_england_benchmarks(out: Path, extra: list[tuple] | None = None) -> Path:
+    """Write ``benchmarks/fingertips_england.csv`` (England rows, Fingertips export layout)."""
+    rows = []
+    for indicator, name, period, value, lower, upper in [*ENGLAND_BENCHMARKS, *(extra or [])]:
+        rows.append({"Indicator ID": str(indicator), "Indicator Name": name, "Parent Code": "", "Parent Name": "",
+                     "Area Code": "E92000001", "Area Name": "England", "Area Type": "England", "Sex": "Persons",
+                     "Age": "All ages", "Category Type": "", "Category": "", "Time period": period,
+                     "Value": str(value), "Lower CI 95.0 limit": str(lower), "Upper CI 95.0 limit": str(upper),
+                     "Lower CI 99.8 limit": "", "Upper CI 99.8 limit": "", "Count": "", "Denominator": "",
+                     "Value note": "", "Recent Trend": "", "Compared to England value or percentiles": "",
+                     "Compared to percentiles": "", "Time period Sortable": "", "New data": "",
+                     "Compared to goal": "", "Time period range": "1y"})
+    path = Path(out) / "benchmarks" / "fingertips_england.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(rows, schema={c: pl.String for c in FINGERTIPS_HEADER}).write_csv(path)
+    return path
+
+
+__all__ = ["SOURCES", "generate_demo_data", "write_england_benchmarks"]

@@ -25,7 +25,9 @@ from metrics.compute import OUTPUT_COLUMNS, compute_source
 from metrics.definitions import Catalogue, MetricDefinition, load_catalogue
 from metrics.errors import SourceError
 from metrics.plan import build_plan
-from metrics.sources import LoadedSource, load_source
+from metrics.benchmarks import read_fingertips
+from metrics.judge import judge
+from metrics.sources import LoadedSource, fingerprint_files, load_source
 
 __all__ = ["refresh", "RefreshResult", "default_definitions_dir", "code_version", "definition_record"]
 
@@ -126,6 +128,24 @@ def refresh(data_dir: str | Path, *, definitions_dir: str | Path | None = None, 
         raise
 
 
+def _benchmarks(data_dir: Path, catalogue: Catalogue, sources: dict, say: Callable[[str], None]) -> pl.DataFrame:
+    """Benchmark values from Fingertips exports in ``benchmarks/`` (optional; a bad file is reported
+    and skipped, as benchmarks only add comparisons)."""
+    folder = data_dir / "benchmarks"
+    if not folder.is_dir():
+        return read_fingertips(folder, catalogue)
+    files = sorted(folder.glob("*.csv"))
+    try:
+        frame = read_fingertips(folder, catalogue)
+    except (ValueError, OSError) as exc:
+        sources["benchmarks"] = {"status": "failed", "error": str(exc)}
+        say(f"  benchmarks: FAILED — {exc}")
+        return read_fingertips(folder / "-none-", catalogue)
+    sources["benchmarks"] = {"status": "ok", "files": fingerprint_files(files), "rows_valid": frame.height}
+    say(f"  benchmarks: {frame.height:,} benchmark values from {len(files)} Fingertips export(s)")
+    return frame
+
+
 def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine: Engine, run_id: int,
              metrics: list[str] | None, as_of: dt.date, sources: dict, timings: dict,
              say: Callable[[str], None]) -> RefreshResult:
@@ -192,6 +212,12 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
     combined = combined.select([*OUTPUT_COLUMNS, "computed_run_id"])
 
     tick = time.perf_counter()
+    benchmarks = _benchmarks(data_dir, catalogue, sources, say)
+    judgements = judge(combined, catalogue, benchmarks=benchmarks)
+    frames = {**judgements, "benchmarks": benchmarks}
+    timings["judge"] = round(time.perf_counter() - tick, 3)
+
+    tick = time.perf_counter()
     quarantine += [src.quarantine for src in [geography, *populations.values()] if src is not None]
     used = {m for m in plan.metric_ids() if m not in carried or previous is not None}
     definitions = [definition_record(catalogue.metrics[m], definitions_dir) for m in sorted(used)]
@@ -199,7 +225,7 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
                 for m in sorted(used)}
     quarantine_frame = pl.concat(quarantine) if quarantine else None
     store.publish_run(engine, run_id, values=combined, definitions=definitions, quarantine=quarantine_frame,
-                      sources=sources, timings=timings, definition_versions=versions)
+                      sources=sources, timings=timings, definition_versions=versions, frames=frames)
     timings["write"] = round(time.perf_counter() - tick, 3)
     quarantined = quarantine_frame.height if quarantine_frame is not None else 0
     say(f"run {run_id} published: {combined.height:,} values, {quarantined:,} rows quarantined"

@@ -7,7 +7,7 @@ publishes a run atomically, so readers always see one complete run.
 """
 
 from store.db import database_url, dispose_engine, get_engine, init_db, safe_url
-from store.models import MetricDefinitionRecord, MetricValue, QuarantinedRow, RefreshRun
+from store.models import MetricDefinitionRecord, MetricValue, QuarantinedRow, RefreshRun, RunFrame
 from store.repository import (
     VALUE_COLUMNS,
     abandon_stale_runs,
@@ -18,6 +18,7 @@ from store.repository import (
     read_definitions,
     read_quarantine,
     read_run,
+    read_frame,
     read_values,
     record_timings,
     resolve_run,
@@ -32,6 +33,7 @@ __all__ = [
     "MetricValue",
     "QuarantinedRow",
     "RefreshRun",
+    "RunFrame",
     "SchemaError",
     "SchemaStatus",
     "abandon_stale_runs",
@@ -48,6 +50,7 @@ __all__ = [
     "read_definitions",
     "read_quarantine",
     "read_run",
+    "read_frame",
     "read_values",
     "record_timings",
     "resolve_run",

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Column, Index, Text
+from sqlalchemy import Column, Index, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
-__all__ = ["RefreshRun", "MetricValue", "MetricDefinitionRecord", "QuarantinedRow", "RUN_STATUSES"]
+__all__ = ["RefreshRun", "MetricValue", "MetricDefinitionRecord", "QuarantinedRow", "RunFrame", "RUN_STATUSES"]
 
 RUN_STATUSES = ("running", "published", "failed")
 
@@ -102,3 +102,17 @@ class QuarantinedRow(SQLModel, table=True):
     value: str | None = None
     message: str | None = None
     row_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class RunFrame(SQLModel, table=True):
+    """A named table of results a run publishes besides its values (SPC points, comparisons,
+    inequality gaps, the scorecard), kept as Parquet so its columns can evolve with the engine
+    without a schema change. Published in the same transaction as the run's values."""
+
+    __tablename__ = "run_frame"
+
+    run_id: int = Field(foreign_key="refresh_run.id", primary_key=True)
+    name: str = Field(primary_key=True)
+    row_count: int
+    columns_json: str = Field(sa_column=Column(Text, nullable=False))
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

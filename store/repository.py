@@ -8,6 +8,7 @@ readers, who only look at published runs, see either the previous run or the who
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import socket
@@ -17,7 +18,7 @@ from typing import Any
 import polars as pl
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
-from store.models import MetricDefinitionRecord, MetricValue, QuarantinedRow, RefreshRun
+from store.models import MetricDefinitionRecord, MetricValue, QuarantinedRow, RefreshRun, RunFrame
 
 __all__ = [
     "VALUE_COLUMNS",
@@ -31,6 +32,7 @@ __all__ = [
     "list_runs",
     "read_run",
     "read_values",
+    "read_frame",
     "read_definitions",
     "read_quarantine",
 ]
@@ -84,8 +86,10 @@ def start_run(engine: Engine, *, trigger: str = "cli", data_dir: str = "", code_
 
 def publish_run(engine: Engine, run_id: int, *, values: pl.DataFrame, definitions: list[dict[str, Any]],
                 quarantine: pl.DataFrame | None = None, sources: dict | None = None,
-                timings: dict | None = None, definition_versions: dict | None = None) -> None:
-    """Write a run's values, definitions and quarantine and mark it published — all or nothing.
+                timings: dict | None = None, definition_versions: dict | None = None,
+                frames: dict[str, pl.DataFrame] | None = None) -> None:
+    """Write a run's values, definitions, quarantine and named result ``frames`` and mark it
+    published — all or nothing.
 
     ``values`` has ``VALUE_SCHEMA`` columns plus ``computed_run_id`` (defaults to this run).
     Rows go in with COPY on PostgreSQL and Core executemany on SQLite, in the same transaction as
@@ -105,6 +109,10 @@ def publish_run(engine: Engine, run_id: int, *, values: pl.DataFrame, definition
         _bulk_insert(conn, QuarantinedRow, quarantine)
         if definitions:
             conn.execute(insert(MetricDefinitionRecord), [{**d, "run_id": run_id} for d in definitions])
+        for name, frame in (frames or {}).items():
+            conn.execute(insert(RunFrame).values(run_id=run_id, name=name, row_count=frame.height,
+                                                 columns_json=json.dumps(frame.columns),
+                                                 content=_parquet_bytes(frame)))
         now = _now()
         conn.execute(update(RefreshRun).where(RefreshRun.id == run_id).values(
             status="published", finished_at=now, published_at=now,
@@ -113,6 +121,22 @@ def publish_run(engine: Engine, run_id: int, *, values: pl.DataFrame, definition
             timings_json=json.dumps(timings or {}),
             definitions_json=json.dumps(definition_versions or {}),
         ))
+
+
+def _parquet_bytes(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, compression="zstd", statistics=False)
+    return buffer.getvalue()
+
+
+def read_frame(engine: Engine, name: str, run: int | str | None = "latest") -> pl.DataFrame:
+    """A named result frame (e.g. ``"spc"``, ``"scorecard"``) of a published run; empty if none."""
+    run_id = resolve_run(engine, run)
+    if run_id is None:
+        return pl.DataFrame()
+    with engine.connect() as conn:
+        content = conn.execute(select(RunFrame.content).where(RunFrame.run_id == run_id, RunFrame.name == name)).scalar()
+    return pl.read_parquet(io.BytesIO(content)) if content is not None else pl.DataFrame()
 
 
 def _bulk_insert(conn: Connection, model: type, frame: pl.DataFrame) -> None:

@@ -49,7 +49,7 @@ def test_missing_field_names_file_and_field(definitions_dir):
 def test_wrong_value_names_the_line(definitions_dir):
     _edit(definitions_dir, "delayed_bed_days", "value_type: count", "value_type: countt")
     errors = _errors(definitions_dir)
-    assert any("delayed_bed_days.yaml, line 15 [value_type]" in e and "'countt'" in e for e in errors), errors
+    assert any("delayed_bed_days.yaml, line 18 [value_type]" in e and "'countt'" in e for e in errors), errors
 
 
 def test_misspelt_field_is_reported(definitions_dir):

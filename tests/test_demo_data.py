@@ -76,7 +76,8 @@ def clean(tmp_path_factory) -> tuple[Path, dict]:
 
 def test_folder_and_file_layout(demo):
     out, summary = demo
-    assert sorted(p.name for p in out.iterdir()) == sorted(SOURCES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*SOURCES, "benchmarks"])
+    assert [p.name for p in (out / "benchmarks").iterdir()] == ["fingertips_england.csv"]
     names = {s: sorted(p.name for p in (out / s).iterdir()) for s in SOURCES}
     assert names["geography"] == ["geography.parquet"]
     assert names["population"] == [f"population_{y}.parquet" for y in (2023, 2024, 2025, 2026)]
@@ -144,8 +145,8 @@ def test_same_seed_same_bytes_and_other_seed_differs(demo, tmp_path):
     first, second = _digests(out), _digests(other)
     assert first.keys() == second.keys()
     changed = [k for k in first if first[k] != second[k]]
-    # Only the seed-independent geography lookup may be identical.
-    assert set(first) - set(changed) <= {"geography/geography.parquet"}
+    # Only the seed-independent geography lookup and England benchmarks may be identical.
+    assert set(first) - set(changed) <= {"geography/geography.parquet", "benchmarks/fingertips_england.csv"}
 
 
 def test_rerun_replaces_earlier_files(tmp_path):

@@ -1,0 +1,105 @@
+"""Judgements on hand-built value frames: comparisons read through polarity, targets, SPC wiring,
+inequality gaps and the scorecard — each expected answer reasoned out by hand."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from conftest import DEFINITIONS
+from metrics.definitions import load_catalogue
+from metrics.judge import compare_with_benchmark, judge
+
+CATALOGUE = load_catalogue(DEFINITIONS)
+
+
+@pytest.mark.parametrize(("lower", "upper", "benchmark", "polarity", "expected"), [
+    (80, 90, 70, "higher_is_better", "better"),     # whole CI above the benchmark
+    (80, 90, 95, "higher_is_better", "worse"),
+    (80, 90, 85, "higher_is_better", "similar"),    # CI includes it
+    (80, 90, 90, "higher_is_better", "similar"),    # on the limit: not excluded
+    (80, 90, 70, "lower_is_better", "worse"),
+    (80, 90, 95, "lower_is_better", "better"),
+    (80, 90, 70, "neutral", "higher"),
+    (80, 90, 95, "neutral", "lower"),
+    (None, 90, 70, "higher_is_better", "not_compared"),
+])
+def test_benchmark_comparison_through_polarity(lower, upper, benchmark, polarity, expected):
+    frame = pl.DataFrame({"lo": [lower], "hi": [upper], "b": [benchmark], "p": [polarity]},
+                         schema={"lo": pl.Float64, "hi": pl.Float64, "b": pl.Float64, "p": pl.String})
+    result = frame.select(compare_with_benchmark(pl.col("lo"), pl.col("hi"), pl.col("b"), pl.col("p"))).item()
+    assert result == expected
+
+
+def _values(metric: str, place: str, values: list[float], *, breakdown="overall", group=None, half_width=1.0,
+            start=dt.date(2023, 4, 1), denominator=1000.0) -> pl.DataFrame:
+    months = pl.date_range(start, start.replace(year=start.year + 5), "1mo", eager=True)[: len(values)]
+    return pl.DataFrame({
+        "metric_id": metric, "metric_version": 1, "place": place, "period_type": "month",
+        "period_start": months, "period_end": months.dt.month_end(), "breakdown": breakdown,
+        "group": group or place, "numerator": [v * 10 for v in values], "denominator": denominator,
+        "value": values, "lower_95": [v - half_width for v in values], "upper_95": [v + half_width for v in values],
+        "lower_99_8": [v - 1.6 * half_width for v in values], "upper_99_8": [v + 1.6 * half_width for v in values],
+    })
+
+
+def test_spc_reads_improvement_through_polarity():
+    # 12 stable months then 8 clearly lower: for mean delay (lower is better) that is improvement,
+    # for the share on the ready date (higher is better) it is concern.
+    series = [5.0, 5.2, 4.9, 5.1, 5.0, 4.8, 5.2, 5.1, 4.9, 5.0, 5.1, 5.0] + [3.0] * 8
+    frame = pl.concat([_values("mean_discharge_delay_days", "Dudley", series),
+                       _values("discharged_on_ready_date", "Dudley", [v * 18 for v in series])])
+    spc = judge(frame, CATALOGUE)["spc"]
+    last = spc.filter(pl.col("period_start") == spc["period_start"].max())
+    types = dict(zip(last["metric_id"], last["point_type"], strict=True))
+    assert types == {"mean_discharge_delay_days": "special_cause_improvement",
+                     "discharged_on_ready_date": "special_cause_concern"}
+    icons = dict(zip(last["metric_id"], last["variation_icon"], strict=True))
+    assert icons == {"mean_discharge_delay_days": "improvement_low", "discharged_on_ready_date": "concern_low"}
+
+
+def test_target_comparison_and_assurance():
+    # Steady around 95 with small variation: limits well above the 90% target → consistently passing.
+    steady = [95.0, 95.5, 94.5, 95.2, 94.8, 95.1, 94.9, 95.3, 94.7, 95.0, 95.4, 94.6, 95.0, 95.1]
+    frame = pl.concat([_values("discharged_on_ready_date", "Dudley", steady, half_width=0.5),
+                       _values("discharged_on_ready_date", "Walsall", [v - 10 for v in steady], half_width=0.5)])
+    judged = judge(frame, CATALOGUE)
+    card = {r["place"]: r for r in judged["scorecard"].iter_rows(named=True)}
+    assert card["Dudley"]["assurance_icon"] == "consistent_pass" and card["Dudley"]["target_met"] is True
+    assert card["Walsall"]["assurance_icon"] == "consistent_fail" and card["Walsall"]["target_met"] is False
+    assert card["Dudley"]["target_comparison_95"] == "better"   # CI (94.5, 95.5) clear above 90
+    assert card["Walsall"]["target_comparison_95"] == "worse"
+    # Each place against the other: Dudley's CI excludes Walsall's value, higher is better.
+    assert (card["Dudley"]["other_place"], card["Dudley"]["vs_other_place"]) == ("Walsall", "better")
+    assert card["Walsall"]["vs_other_place"] == "worse"
+    assert card["Dudley"]["trial_limits"] is False and card["Dudley"]["value"] == 95.1
+
+
+def test_inequality_gap_by_hand():
+    quintile_values = {"1": 60.0, "2": 64.0, "3": 68.0, "4": 72.0, "5": 76.0}
+    frames = [_values("breast_screening_coverage", "Dudley", [v] * 3, breakdown="imd_quintile", group=g,
+                      half_width=2.0) for g, v in quintile_values.items()]
+    frame = pl.concat(frames).with_columns(pl.lit("snapshot").alias("period_type"))
+    inequalities = judge(frame, CATALOGUE)["inequalities"]
+    row = inequalities.row(0, named=True)
+    assert row["absolute_gap"] == -16.0 and row["relative_gap"] == pytest.approx(60 / 76)
+    # Standard errors from the 95% half-widths (2.0 / 1.96 each): gap ± 1.96·√(2·se²) = ± 2√2.
+    assert row["absolute_gap_upper_95"] - row["absolute_gap"] == pytest.approx(2 * 2 ** 0.5)
+    # Values rise evenly by 4 points a quintile with equal populations: the slope across the whole
+    # deprivation range is 5 × 4 = 20 points (least minus most deprived), and positive.
+    assert row["sii"] == pytest.approx(20.0, rel=1e-9)
+    assert row["sii_lower_95"] < 20 < row["sii_upper_95"]
+    assert inequalities["gap_direction"].to_list() == ["no significant change"] * 3
+
+
+def test_scorecard_has_one_row_per_metric_and_place(published, engine):
+    import store
+
+    values = store.read_values(engine).drop("run_id")
+    card = judge(values, CATALOGUE)["scorecard"]
+    assert card.select("metric_id", "place").unique().height == card.height == 14
+    latest = card.filter(pl.col("metric_id") == "discharged_on_ready_date", pl.col("place") == "Dudley").row(0, named=True)
+    assert latest["period_start"] == dt.date(2024, 6, 1) and latest["value"] == 0.0
+    assert latest["trial_limits"] is True  # three months: trial limits only
