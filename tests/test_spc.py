@@ -621,7 +621,8 @@ def test_missing_values_one_point_and_flat_series():
 
 
 def test_lazy_in_lazy_out_and_expressions():
-    df = pl.DataFrame({"t": list(range(14)), "y": [float(v) for v in [10, 12, 10, 12, 10, 12, 10, 12, 13, 12, 13, 12, 13, 12]]})
+    y = [10.0, 12, 10, 12, 10, 12, 10, 12, 13, 12, 13, 12, 13, 12]
+    df = pl.DataFrame({"t": list(range(14)), "y": y})
     lazy = xmr(df.lazy(), pl.col("y") * 2, "t", by=pl.lit("x"))
     assert isinstance(lazy, pl.LazyFrame)
     out = lazy.collect()
@@ -648,3 +649,12 @@ def test_two_thousand_series_in_one_call():
     assert out.group_by("metric", "place").agg(pl.col("variation_icon").n_unique())["variation_icon"].max() == 1
     assert set(out["segment"].unique()) == {1, 2}
     assert out["trial_limits"].all()  # 12 points after the rebase
+
+
+def test_docstring_examples():
+    import doctest
+
+    from metrics import spc
+
+    result = doctest.testmod(spc, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted >= 3
