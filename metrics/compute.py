@@ -333,7 +333,7 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
                        else [pl.col(additive[0].date_column).dt.truncate("1mo").alias("month")])
         flags = [e for i, s in enumerate(additive) for e in _flags(s, filter_columns, f"{i}__")]
         finest = (lf.with_columns(flags).group_by([*period_keys, *all_keys])
-                  .agg(pl.col(f"^\\d+__.*$").sum()).collect())
+                  .agg(pl.col("^\\d+__.*$").sum()).collect())
         if not snapshot:
             months = finest["month"]
             first_month, last_month = months.min(), months.max()

@@ -76,14 +76,15 @@ This module knows nothing of definitions or the store.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
 
 import polars as pl
 
+from metrics.frames import FrameT, IntoExpr
+from metrics.frames import like_input as _finish
+from metrics.frames import to_lazy as _lazy
+
 __all__ = ["DEFAULT_VALUE_COLUMNS", "suppress", "suppression_summary"]
 
-FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
-IntoExpr = str | pl.Expr
 
 #: Value columns withheld with a withheld count (those present in the frame, when not given).
 DEFAULT_VALUE_COLUMNS: tuple[str, ...] = ("value", "lower_95", "upper_95", "lower_99_8", "upper_99_8")
@@ -94,16 +95,8 @@ _P = "__disc_"  # prefix of temporary columns
 _ROW = f"{_P}row"
 
 
-def _lazy(df: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    if isinstance(df, pl.DataFrame):
-        return df.lazy()
-    if isinstance(df, pl.LazyFrame):
-        return df
-    raise TypeError(f"expected a polars DataFrame or LazyFrame, got {type(df).__name__}")
 
 
-def _finish(df: FrameT, lf: pl.LazyFrame) -> FrameT:
-    return lf.collect() if isinstance(df, pl.DataFrame) else lf  # type: ignore[return-value]
 
 
 def _round(col: str, dtype: pl.DataType, to: int) -> pl.Expr:

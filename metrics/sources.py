@@ -388,7 +388,7 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
     if batch:
         validate_batch()
     frame = pl.concat(valid_parts, how="vertical") if len(valid_parts) > 1 else valid_parts[0]
-    del valid_parts
+    valid_parts.clear()  # the concatenated frame holds the rows now
 
     superseded = 0
     if source.dedup:

@@ -39,9 +39,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Literal, TypeVar
+from typing import Literal
 
 import polars as pl
+
+from metrics.frames import FrameT, IntoExpr
+from metrics.frames import as_expr as _expr
+from metrics.frames import by_list as _by_list
+from metrics.frames import like_input as _finish
+from metrics.frames import to_lazy as _lazy
 import polars.selectors as cs
 
 __all__ = [
@@ -55,8 +61,6 @@ __all__ = [
     "xmr",
 ]
 
-FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
-IntoExpr = str | pl.Expr
 Improvement = Literal["increase", "decrease", "neutral"]
 Scalar = int | float | dt.date | dt.datetime
 
@@ -98,33 +102,12 @@ _MR, _AMR0, _AMR, _HAS, _HIGH = (f"{_P}{n}" for n in ("mr", "amr0", "amr", "has"
 # --------------------------------------------------------------------------------------- helpers
 
 
-def _expr(x: IntoExpr) -> pl.Expr:
-    """Turn a column name or an expression into an expression."""
-    if isinstance(x, pl.Expr):
-        return x
-    if isinstance(x, str):
-        return pl.col(x)
-    raise TypeError(f"expected a column name or a polars expression, got {type(x).__name__}")
 
 
-def _by_list(by: IntoExpr | Sequence[IntoExpr] | None) -> list[pl.Expr]:
-    if by is None:
-        return []
-    if isinstance(by, (str, pl.Expr)):
-        return [_expr(by)]
-    return [_expr(b) for b in by]
 
 
-def _lazy(df: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    if isinstance(df, pl.DataFrame):
-        return df.lazy()
-    if isinstance(df, pl.LazyFrame):
-        return df
-    raise TypeError(f"expected a polars DataFrame or LazyFrame, got {type(df).__name__}")
 
 
-def _finish(df: FrameT, lf: pl.LazyFrame) -> FrameT:
-    return lf.collect() if isinstance(df, pl.DataFrame) else lf  # type: ignore[return-value]
 
 
 def _any_ahead(flag: pl.Expr, width: int) -> pl.Expr:
@@ -281,7 +264,7 @@ def xmr(
         pl.col(_SEG).rank("dense").over(S).cast(pl.Int32)
     )
 
-    y, x = pl.col(_Y), pl.col(_X)
+    y = pl.col(_Y)
     pos = pl.col(_POS)
     step = y - y.shift(1)  # the step from the previous row; valid where pos ≥ 1
 

@@ -21,10 +21,15 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
-from typing import TypeVar
 
 import numpy as np
 import polars as pl
+
+from metrics.frames import FrameT, IntoExpr
+from metrics.frames import as_expr as _expr
+from metrics.frames import by_list as _by_list
+from metrics.frames import like_input as _finish
+from metrics.frames import to_lazy as _lazy
 import polars.selectors as cs
 from scipy import stats as _sps
 
@@ -43,8 +48,6 @@ __all__ = [
     "sii",
 ]
 
-FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
-IntoExpr = str | pl.Expr
 Confidence = float | Sequence[float]
 
 #: Labels of the 19 European Standard Population 2013 age bands, youngest first.
@@ -62,13 +65,6 @@ _P = "__stats_"  # prefix of temporary columns
 # --------------------------------------------------------------------------------------- helpers
 
 
-def _expr(x: IntoExpr) -> pl.Expr:
-    """Turn a column name or an expression into an expression."""
-    if isinstance(x, pl.Expr):
-        return x
-    if isinstance(x, str):
-        return pl.col(x)
-    raise TypeError(f"expected a column name or a polars expression, got {type(x).__name__}")
 
 
 def _levels(confidence: Confidence) -> tuple[float, ...]:
@@ -96,24 +92,8 @@ def _z(c: float) -> float:
     return float(_sps.norm.ppf(1 - (1 - c) / 2))
 
 
-def _by_list(by: IntoExpr | Sequence[IntoExpr] | None) -> list[pl.Expr]:
-    if by is None:
-        return []
-    if isinstance(by, (str, pl.Expr)):
-        return [_expr(by)]
-    return [_expr(b) for b in by]
 
 
-def _finish(df: FrameT, lf: pl.LazyFrame) -> FrameT:
-    return lf.collect() if isinstance(df, pl.DataFrame) else lf  # type: ignore[return-value]
-
-
-def _lazy(df: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    if isinstance(df, pl.DataFrame):
-        return df.lazy()
-    if isinstance(df, pl.LazyFrame):
-        return df
-    raise TypeError(f"expected a polars DataFrame or LazyFrame, got {type(df).__name__}")
 
 
 def _note(*checks: tuple[pl.Expr, str]) -> pl.Expr:
