@@ -100,6 +100,23 @@ def period_bounds(grain: str, date: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
     return start, start.dt.offset_by(months).dt.offset_by("-1d")
 
 
+def _coverage(source: SourceDefinition, months: pl.Series, grains: list[str]) -> tuple[dt.date, dt.date]:
+    """First and last month a source covers, for deciding which periods are complete.
+
+    For an annual collection (``complete_periods: as_collected``) each period with data counts as
+    complete: the coverage stretches to the bounds of the periods around the first and last month."""
+    first, last = months.min(), months.max()
+    if source.complete_periods != "as_collected":
+        return first, last
+    frame = pl.DataFrame({"first": [first], "last": [last]})
+    for grain in (g for g in grains if not _rolling_months(g)):
+        start, _ = period_bounds(grain, pl.col("first"))
+        _, end = period_bounds(grain, pl.col("last"))
+        bounds = frame.select(start.alias("s"), end.dt.truncate("1mo").alias("e")).row(0)
+        first, last = min(first, bounds[0]), max(last, bounds[1])
+    return first, last
+
+
 def _rolling_months(grain: str) -> int | None:
     return int(grain.split("_")[1]) if grain.startswith("rolling_") else None
 
@@ -173,7 +190,7 @@ def _distinct_partials(lf: pl.LazyFrame, step: MetricStep, columns: list[str], k
     # date, the first row of each person-month is where the person or the month changes.
     person_months = (
         lf.filter(counted == 1)
-        .select(pl.col(step.date_column).alias("_date"),
+        .select(pl.col(step.date_column).cast(pl.Date).alias("_date"),
                 pl.col(step.count_distinct).cast(pl.String).cast(pl.Categorical).to_physical().alias("_who"), *keys)
         .with_columns(pl.col("_date").dt.truncate("1mo").alias("_month"))
         .sort(["_who", "_date"])
@@ -330,13 +347,12 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
     if additive:
         all_keys = sorted({k for s in additive for k in _cell_keys(columns, s)})
         period_keys = (["period_start", "period_end"] if snapshot
-                       else [pl.col(additive[0].date_column).dt.truncate("1mo").alias("month")])
+                       else [pl.col(additive[0].date_column).cast(pl.Date).dt.truncate("1mo").alias("month")])
         flags = [e for i, s in enumerate(additive) for e in _flags(s, filter_columns, f"{i}__")]
         finest = (lf.with_columns(flags).group_by([*period_keys, *all_keys])
                   .agg(pl.col("^\\d+__.*$").sum()).collect())
         if not snapshot:
-            months = finest["month"]
-            first_month, last_month = months.min(), months.max()
+            first_month, last_month = _coverage(source, finest["month"], [g for s in additive for g in s.grains])
         for i, step in enumerate(additive):
             keys = _cell_keys(columns, step)
             mine = {f"{i}__num": "numerator", f"{i}__den": "denominator", f"{i}__sq": "sum_squares"}
@@ -356,8 +372,8 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
             outputs.append(_finish(cells, step, catalogue, geography, populations, keys))
     for step in (s for s in plan.steps if s.distinct):
         keys = _cell_keys(columns, step)
-        months = lf.select(pl.col(step.date_column).dt.truncate("1mo")).collect().to_series()
-        parts = _distinct_partials(lf, step, filter_columns, keys, months.min(), months.max())
+        months = lf.select(pl.col(step.date_column).cast(pl.Date).dt.truncate("1mo")).collect().to_series()
+        parts = _distinct_partials(lf, step, filter_columns, keys, *_coverage(source, months, step.grains))
         outputs.append(_finish(pl.concat(parts, how="diagonal_relaxed"), step, catalogue, geography, populations, keys))
     frames = pl.collect_all(outputs)
     return pl.concat([f.select(OUTPUT_COLUMNS) for f in frames], how="vertical_relaxed")

@@ -99,6 +99,10 @@ class SourceDefinition(_Frozen):
     columns: dict[str, ColumnSpec]
     rules: list[RuleSpec] = []
     derived: dict[str, DerivedSpec] = {}
+    complete_periods: Literal["covered", "as_collected"] = Field(
+        "covered", description="covered: publish only periods wholly inside the months the extract covers; "
+        "as_collected: an annual collection (e.g. school-year data gathered October to June) completes each "
+        "period it has data for")
     # Filled in by the loader, not written by analysts.
     file: str = ""
     content_hash: str = ""

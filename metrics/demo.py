@@ -1233,6 +1233,19 @@ def generate_demo_data(
     files["benchmarks"] = [write_england_benchmarks(out).relative_to(out).as_posix()]
     say("benchmarks: a Fingertips-format export of England values")
 
+    # The rest of the outcomes catalogue, from the same residents (imported here: it imports us).
+    from metrics.demo_catalogue import generate_catalogue_sources
+
+    if months >= 12:
+        catalogue = generate_catalogue_sources(out, register=reg, lsoas=lsoas, places=places, population=pop,
+                                               seed=seed, fmt=fmt, start_month=start_month, months=months,
+                                               defect_rate=defect_rate, progress=say)
+        rows.update(catalogue["rows"])
+        files.update(catalogue["files"])
+    else:  # annual collections and snapshots need at least a year of activity
+        catalogue = {}
+        say("catalogue sources: skipped (they need 12 months or more of activity)")
+
     place_names = dict(zip(lsoas["place_code"].to_list(), lsoas["place"].to_list(), strict=True))
     ref_counts = pop[ref_year].sum(axis=(1, 2))
     place_idx = lsoas["_place"].to_numpy()
@@ -1261,7 +1274,8 @@ def generate_demo_data(
         "residents": int(reg.size),
         "rows": rows,
         "files": files,
-        "defects": {"inpatient_spells": spell_defects, "community_contacts": contact_defects},
+        "defects": {"inpatient_spells": spell_defects, "community_contacts": contact_defects,
+                    **catalogue.get("defects", {})},
         "screening_coverage_calibrated": {"date": SCREENING_CALIBRATION_DATE, "percent": coverage},
     }
 

@@ -24,8 +24,36 @@ import store  # noqa: E402
 from handbuilt import write_handbuilt  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parent.parent
-DEFINITIONS = PROJECT / "definitions"
+PROJECT_DEFINITIONS = PROJECT / "definitions"
 AS_OF = dt.date(2026, 1, 1)
+# The hand-built extracts (tests/handbuilt.py) hold the foundation's sources only.
+FOUNDATION_SOURCES = ("geography", "population", "inpatient_spells", "community_contacts", "breast_screening")
+
+
+def _foundation_definitions() -> Path:
+    """The project's definitions restricted to the foundation sources and the metrics on them,
+    copied once per test session, so hand-built tests check the shipped definitions themselves."""
+    import atexit
+    import tempfile
+
+    import yaml
+
+    root = Path(tempfile.mkdtemp(prefix="outcomes-foundation-defs-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    shutil.copy(PROJECT_DEFINITIONS / "dimensions.yaml", root / "dimensions.yaml")
+    (root / "sources").mkdir()
+    (root / "metrics").mkdir()
+    for source in FOUNDATION_SOURCES:
+        shutil.copy(PROJECT_DEFINITIONS / "sources" / f"{source}.yaml", root / "sources")
+    for path in sorted((PROJECT_DEFINITIONS / "metrics").glob("*.yaml")):
+        metric = yaml.safe_load(path.read_text())
+        population = (metric.get("denominator") or {}).get("population")
+        if metric["source"] in FOUNDATION_SOURCES and population in (None, *FOUNDATION_SOURCES):
+            shutil.copy(path, root / "metrics")
+    return root
+
+
+DEFINITIONS = _foundation_definitions()
 
 
 @pytest.fixture

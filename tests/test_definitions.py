@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEFINITIONS
+from conftest import DEFINITIONS, PROJECT_DEFINITIONS
 from metrics.definitions import load_catalogue, load_definitions
 from metrics.errors import DefinitionError, FilterError
 from metrics.sqlfilter import compile_filter
@@ -19,13 +19,15 @@ def _errors(root: Path) -> list[str]:
 
 
 def test_project_definitions_are_valid():
-    catalogue, issues = load_definitions(DEFINITIONS)
+    catalogue, issues = load_definitions(PROJECT_DEFINITIONS)
     assert issues == []
-    assert len(catalogue.metrics) >= 6 and len(catalogue.sources) == 5
+    assert len(catalogue.metrics) >= 22 and len(catalogue.sources) >= 21
+    foundation, issues = load_definitions(DEFINITIONS)
+    assert issues == [] and len(foundation.metrics) == 7 and len(foundation.sources) == 5
 
 
 def test_every_metric_has_its_metadata():
-    for metric in load_catalogue(DEFINITIONS).metrics.values():
+    for metric in load_catalogue(PROJECT_DEFINITIONS).metrics.values():
         for field in ("title", "outcome", "definition", "rationale", "owner", "unit", "polarity"):
             assert getattr(metric, field), f"{metric.id} lacks {field}"
         assert metric.status in ("draft", "approved") and metric.valid_from

@@ -22,6 +22,7 @@ if str(ROOT) not in sys.path:  # the package may not be installed in the test en
 
 from metrics import geography_data as geo  # noqa: E402
 from metrics.demo import SOURCES, generate_demo_data  # noqa: E402
+from metrics.demo_catalogue import CATALOGUE_SOURCES  # noqa: E402
 
 SCALE = 0.03
 SEED = 20240401
@@ -76,9 +77,9 @@ def clean(tmp_path_factory) -> tuple[Path, dict]:
 
 def test_folder_and_file_layout(demo):
     out, summary = demo
-    assert sorted(p.name for p in out.iterdir()) == sorted([*SOURCES, "benchmarks"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*SOURCES, *CATALOGUE_SOURCES, "benchmarks"])
     assert [p.name for p in (out / "benchmarks").iterdir()] == ["fingertips_england.csv"]
-    names = {s: sorted(p.name for p in (out / s).iterdir()) for s in SOURCES}
+    names = {s: sorted(p.name for p in (out / s).iterdir()) for s in SOURCES}  # the catalogue's: test_demo_catalogue
     assert names["geography"] == ["geography.parquet"]
     assert names["population"] == [f"population_{y}.parquet" for y in (2023, 2024, 2025, 2026)]
     months = [f"{y}-{m:02d}" for y in (2023, 2024, 2025, 2026) for m in range(1, 13)]

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 import store
-from conftest import DEFINITIONS
+from conftest import PROJECT_DEFINITIONS
 from metrics.demo import generate_demo_data
 from metrics.refresh import refresh
 
@@ -21,7 +21,7 @@ def demo_values(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     generate_demo_data(root / "extracts", scale=0.04, seed=7)
     engine = store.get_engine(f"sqlite:///{root / 'demo.db'}")
-    result = refresh(root / "extracts", definitions_dir=DEFINITIONS, engine=engine, as_of=dt.date(2026, 11, 1))
+    result = refresh(root / "extracts", definitions_dir=PROJECT_DEFINITIONS, engine=engine, as_of=dt.date(2026, 11, 1))
     return result, store.read_values(engine), store.read_quarantine(engine), engine
 
 
@@ -34,7 +34,7 @@ def test_every_metric_has_values_for_both_places(demo_values):
     result, values, _, _ = demo_values
     assert result.failed_sources == []
     counts = values.filter(pl.col("breakdown") == "overall").group_by("metric_id").agg(pl.col("place").n_unique())
-    assert counts.height == 7 and counts["place"].to_list() == [2] * 7
+    assert counts.height >= 26 and set(counts["place"].to_list()) == {2}
 
 
 def test_discharge_on_ready_date_near_87_percent_and_improving(demo_values):
@@ -75,7 +75,8 @@ def test_quarantine_catches_the_planted_defects(demo_values):
 def test_judgements_are_published_with_the_run(demo_values):
     _, _, _, engine = demo_values
     scorecard = store.read_frame(engine, "scorecard")
-    assert scorecard.height == 14 and set(scorecard["place"]) == {"Dudley", "Walsall"}
+    assert scorecard.height == 2 * scorecard["metric_id"].n_unique() >= 52
+    assert set(scorecard["place"]) == {"Dudley", "Walsall"}
     screening = scorecard.filter(pl.col("metric_id") == "breast_screening_coverage")
     # England 71.8% at 31 March 2025, from the demo's Fingertips-format export.
     assert screening["england_value"].to_list() == [71.8, 71.8]
