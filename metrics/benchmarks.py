@@ -4,7 +4,8 @@ A user downloads an indicator's data from Fingertips ("Export table as CSV file"
 the extracts folder's ``benchmarks/`` sub-folder. Rows are matched to metrics by the definition's
 ``fingertips_id`` and to periods by Fingertips' time period labels:
 
-- ``2024/25`` → the financial year ending 31 March 2025 (for a snapshot metric: the 31 March snapshot);
+- ``2024/25`` → the financial year ending 31 March 2025 (for a snapshot metric: the 31 March snapshot;
+  for a school measure published by academic year: September 2024 to August 2025);
 - ``2024`` → calendar year 2024;
 - ``2022 - 24`` → the three calendar years 2022 to 2024 pooled (``rolling_36_months`` ending December);
 - ``2023/24 Q2`` → a financial quarter.
@@ -89,6 +90,10 @@ def read_fingertips(folder: str | Path, catalogue: Catalogue, *, area: str = ENG
             if metric is None or period is None or not row["value"]:
                 continue
             period_type, _start, end = period
+            if period_type == "financial_year" and "academic_year" in metric.period.grains \
+                    and "financial_year" not in metric.period.grains:
+                # School measures label academic years the same way ("2023/24"): September to August.
+                period_type, end = "academic_year", dt.date(end.year, 8, 31)
             if metric.period.snapshot:
                 period_type = "snapshot"  # coverage "as at" the end of the period
             rows.append({"metric_id": metric.id, "period_type": period_type, "period_end": end,

@@ -1286,6 +1286,10 @@ def generate_demo_data(
 ENGLAND_BENCHMARKS = [
     # indicator id, indicator name, time period, value, lower 95, upper 95
     (22001, "Cancer screening coverage: breast cancer", "2024/25", 71.8, 71.77, 71.83),
+    (90631, "School readiness: percentage of children achieving a good level of development at the end of Reception", "2023/24",
+     67.7, 67.6, 67.8),
+    (90319, "Reception prevalence of obesity (including severe obesity)", "2023/24", 9.6, 9.5, 9.7),
+    (90323, "Year 6 prevalence of obesity (including severe obesity)", "2023/24", 22.1, 22.0, 22.2),
 ]
 FINGERTIPS_HEADER = ["Indicator ID", "Indicator Name", "Parent Code", "Parent Name", "Area Code", "Area Name",
                      "Area Type", "Sex", "Age", "Category Type", "Category", "Time period", "Value",

@@ -36,3 +36,13 @@ def test_not_a_fingertips_file_is_named(tmp_path):
     (tmp_path / "b.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match=r"b.csv: not a Fingertips data export \(missing column\(s\) Indicator ID"):
         read_fingertips(tmp_path, load_catalogue(DEFINITIONS))
+
+
+def test_school_measures_read_fingertips_years_as_academic_years(tmp_path):
+    write_england_benchmarks(tmp_path)
+    from conftest import PROJECT_DEFINITIONS
+
+    frame = read_fingertips(tmp_path / "benchmarks", load_catalogue(PROJECT_DEFINITIONS))
+    gld = frame.filter(frame["metric_id"] == "school_readiness_gld").row(0, named=True)
+    assert (gld["period_type"], gld["period_end"], gld["value"]) == ("academic_year", dt.date(2024, 8, 31), 67.7)
+    assert set(frame["metric_id"]) >= {"breast_screening_coverage", "reception_obesity", "year6_obesity"}
