@@ -48,8 +48,12 @@ def publication_view(values: pl.DataFrame, definitions: pl.DataFrame) -> pl.Data
     if not parts:
         return values.clear().with_columns(pl.lit(False).alias("suppressed"),
                                            pl.lit(None, pl.String).alias("suppression_note"))
-    return pl.concat(parts, how="vertical_relaxed").sort(
-        ["metric_id", "place", "period_type", "breakdown", "group", "period_start"])
+    view = pl.concat(parts, how="vertical_relaxed")
+    # A count metric's value *is* its count: publish it as the rounded (or withheld) count.
+    counts = rules.filter(pl.col("value_type") == "count")["metric_id"].implode()
+    view = view.with_columns(pl.when(pl.col("metric_id").is_in(counts)).then(pl.col("numerator"))
+                             .otherwise(pl.col("value")).alias("value"))
+    return view.sort(["metric_id", "place", "period_type", "breakdown", "group", "period_start"])
 
 
 def publication_note(view: pl.DataFrame) -> str:
