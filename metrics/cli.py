@@ -176,11 +176,14 @@ def runs(limit: int) -> None:
 @click.option("--run", default="latest", show_default=True, help="'latest' or a run id.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "json"]), default="csv", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="File to write (default: stdout).")
-def values(metric_ids, breakdown, place, period_type, run, fmt, out) -> None:
+@click.option("--publish", is_flag=True,
+              help="Apply each metric's disclosure policy (small counts withheld, counts rounded) for publication.")
+def values(metric_ids, breakdown, place, period_type, run, fmt, out, publish) -> None:
     """Published values in long form (one row per metric, place, period, breakdown group).
 
     Columns: metric_id, place, period_type, period_start, period_end, breakdown, group, numerator,
-    denominator, value, lower_95, upper_95, lower_99_8, upper_99_8, run_id.
+    denominator, value, lower_95, upper_95, lower_99_8, upper_99_8, run_id (with --publish also
+    suppressed and suppression_note; the note on what was withheld is printed to stderr).
 
     Example: outcomes values --metric breast_screening_coverage --breakdown imd_quintile --format csv
     """
@@ -192,7 +195,14 @@ def values(metric_ids, breakdown, place, period_type, run, fmt, out) -> None:
     except (LookupError, ValueError) as exc:
         _echo(str(exc))
         sys.exit(2)
-    frame = frame.select(store.VALUE_COLUMNS).drop("metric_version")
+    if publish:
+        from metrics.publication import publication_note, publication_view
+
+        frame = publication_view(frame, store.read_definitions(_engine(), run=run))
+        _echo(publication_note(frame))
+        frame = frame.select(*store.VALUE_COLUMNS, "suppressed", "suppression_note").drop("metric_version")
+    else:
+        frame = frame.select(store.VALUE_COLUMNS).drop("metric_version")
     if frame.is_empty():
         _echo("no published values match (has a refresh been run? see `outcomes runs`)")
     if fmt == "parquet":
@@ -257,6 +267,81 @@ def quarantine(run: str, source: str | None, examples: int) -> None:
             click.echo(f"    {file} row {number}: {value!r}")
 
 
+@main.command()
+@click.option("--place", multiple=True, help="Only this place (repeatable).")
+@click.option("--run", default="latest", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+def scorecard(place, run, fmt) -> None:
+    """Per metric and place: latest value and CI, SPC variation and assurance, target, comparison
+    with England and the other place, and the deprivation gap with its direction.
+
+    Example: outcomes scorecard --place Dudley
+    """
+    import store
+
+    try:
+        card = store.read_frame(_engine(), "scorecard", run=run)
+    except (LookupError, ValueError) as exc:
+        _echo(str(exc))
+        sys.exit(2)
+    if card.is_empty():
+        _echo("no scorecard: has a refresh been published? see `outcomes runs`")
+        return
+    if place:
+        card = card.filter(pl.col("place").is_in(list(place)))
+    columns = ["outcome", "metric_id", "place", "period_end", "value", "lower_95", "upper_95", "unit",
+               "variation_icon", "assurance_icon", "target", "target_met", "vs_england", "other_place",
+               "vs_other_place", "inequality_gap", "gap_direction"]
+    card = card.select([c for c in columns if c in card.columns])
+    if fmt == "csv":
+        click.echo(card.write_csv(), nl=False)
+        return
+    if fmt == "json":
+        click.echo(json.dumps(card.to_dicts(), default=str, indent=1))
+        return
+    for outcome, rows in card.group_by("outcome", maintain_order=True):
+        click.echo(outcome[0])
+        for r in rows.iter_rows(named=True):
+            ci = (f"({r['lower_95']:.1f} to {r['upper_95']:.1f})" if r["lower_95"] is not None
+                  and r["upper_95"] is not None else "")
+            value = f"{r['value']:,.1f}" if r["value"] is not None else "—"
+            target = "" if r["target"] is None else (" target met" if r["target_met"] else " target not met")
+            click.echo(f"  {r['metric_id']:<44} {r['place']:<8} {r['period_end']}  {value:>9} {ci:<20} "
+                       f"{r['variation_icon'] or '':<16} {r['assurance_icon'] or '':<15}{target}  "
+                       f"vs England: {r['vs_england'] or '—'}; vs {r['other_place'] or 'other'}: "
+                       f"{r['vs_other_place'] or '—'}; gap {r['gap_direction'] or '—'}")
+
+
+@main.command()
+@_definitions_option
+@click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="html", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the pages.")
+@click.option("--run", default="latest", show_default=True,
+              help="Published run whose latest values the pages show (publication view).")
+def catalogue(definitions_dir: Path | None, fmt: str, out: Path, run: str) -> None:
+    """Render the metric catalogue: one page per metric (every field, the exact filters, the method,
+    latest published values with disclosure control) and an index by outcome and group.
+
+    Example: outcomes catalogue --format html --out var/catalogue
+    """
+    import store
+    from metrics.catalogue import render_catalogue
+    from metrics.definitions import load_catalogue
+    from metrics.publication import publication_view
+    from metrics.refresh import default_definitions_dir
+
+    definitions = load_catalogue(definitions_dir or default_definitions_dir())
+    engine = _engine()
+    values, run_info = None, None
+    if store.latest_run_id(engine) is not None:
+        raw = store.read_values(engine, breakdown="overall", run=run)
+        values = publication_view(raw, store.read_definitions(engine, run=run))
+        info = store.read_run(engine, run)
+        run_info = {k: info[k] for k in ("id", "as_of", "finished_at", "code_version")} | {"run_id": info["id"]}
+    pages = render_catalogue(definitions, out, fmt=fmt, values=values, run=run_info)
+    _echo(f"{len(pages)} pages written to {out}")
+
+
 @main.group("db")
 def db() -> None:
     """The store's schema: which revision it is at, and migrating it forward (OUTCOMES_DATABASE_URL).
@@ -302,6 +387,128 @@ def db_current() -> None:
     if status.unversioned_tables:
         click.echo(f"          tables made before migrations: {', '.join(status.unversioned_tables)} "
                    "(`outcomes db upgrade` adopts them)")
+
+
+# --- the scheduled refresh service ---------------------------------------------------------------
+
+
+def _schedule_option(function):
+    return click.option("--schedule", "schedule_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                        help="Schedule file (default: OUTCOMES_SCHEDULE, else schedule.yaml in the definitions "
+                             "folder).")(function)
+
+
+def _load_schedule(schedule_path: Path | None, definitions_dir: Path | None, every_minute: bool | None = None):
+    from metrics.definitions import load_catalogue
+    from metrics.errors import DefinitionError
+    from metrics.refresh import default_definitions_dir
+    from metrics.schedule import default_schedule_path, load_schedule
+
+    root = definitions_dir or default_definitions_dir()
+    try:
+        return root, load_schedule(schedule_path or default_schedule_path(root), catalogue=load_catalogue(root),
+                                   every_minute=every_minute)
+    except DefinitionError as exc:
+        _echo("the schedule or the definitions have errors:\n" + str(exc))
+        sys.exit(2)
+
+
+@main.command()
+@_schedule_option
+@_definitions_option
+@click.option("--every-minute", is_flag=True, default=False,
+              help="Run every job every minute, to try the service out (also OUTCOMES_SCHEDULE_EVERY_MINUTE=1).")
+@click.option("--run-now", is_flag=True, default=False, help="Also run every job once as the service starts.")
+def serve(schedule_path: Path | None, definitions_dir: Path | None, every_minute: bool, run_now: bool) -> None:
+    """Run the scheduled refresh service in the foreground until SIGTERM or Ctrl+C (exit 0).
+
+    Each source is refreshed on its cron schedule in definitions/schedule.yaml when its extracts
+    change (otherwise the run is recorded as skipped); one refresh at a time, even with several
+    services on one store; transient failures are retried with backoff. One line per event on
+    stdout. Failures and new special-cause signals go to OUTCOMES_NOTIFY_COMMAND (event as JSON on
+    stdin) and/or OUTCOMES_NOTIFY_WEBHOOK (POSTed as JSON). `python scheduler.py` is the same.
+
+    Example: outcomes serve --every-minute
+    """
+    from metrics.service import EventLog, Notifier, RefreshService
+
+    root, schedule = _load_schedule(schedule_path, definitions_dir, every_minute or None)
+    log = EventLog()
+    try:
+        notifier = Notifier.from_environment(log)
+    except ValueError as exc:
+        _echo(str(exc))
+        sys.exit(2)
+    sys.exit(RefreshService(schedule, engine=_engine(), definitions_dir=root, log=log, notifier=notifier)
+             .serve(run_now=run_now))
+
+
+def _when(moment, zone: str | None = None) -> str:
+    if moment is None:
+        return "-"
+    if zone:
+        import zoneinfo
+
+        return moment.astimezone(zoneinfo.ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S %Z")
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@main.command()
+@_schedule_option
+@_definitions_option
+@click.option("--json", "as_json", is_flag=True, default=False, help="Print the status as JSON.")
+def status(schedule_path: Path | None, definitions_dir: Path | None, as_json: bool) -> None:
+    """Every scheduled job with its last run (time, outcome, duration, values, quarantined rows,
+    error) and next run time, and which refresh holds the lease now.
+
+    Example: outcomes status
+    """
+    import store
+    from metrics.service import schedule_status
+
+    root, schedule = _load_schedule(schedule_path, definitions_dir)
+    engine = _engine()
+    report = schedule_status(schedule, engine, definitions_dir=root)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    click.echo(f"store     {store.safe_url(engine)}")
+    click.echo(f"extracts  {report['extracts']}   (schedule {report['schedule']}, {schedule.timezone})")
+    lease = report["lease"]
+    click.echo("lease     free" if lease is None else
+               f"lease     {'EXPIRED, ' if lease['expired'] else ''}held by {lease['holder']} ({lease['purpose']}) "
+               f"since {_when(lease['acquired_at'])}, heartbeat {_when(lease['heartbeat'])}, "
+               f"expires {_when(lease['expires_at'])}")
+    for job in report["jobs"]:
+        click.echo("")
+        click.echo(f"{job['job']:<22} {job['cron']:<18} {job['description']}")
+        click.echo(f"  watches    {', '.join(job['watches'])}")
+        for label, run in (("last run", job["last_run"]), ("published", job["last_published"])):
+            if run is None:
+                click.echo(f"  {label:<10} never")
+                continue
+            if label == "published" and job["last_run"] and run["run_id"] == job["last_run"]["run_id"]:
+                continue
+            duration = f", {run['duration_s']:.1f} s" if run["duration_s"] is not None else ""
+            counts = (f", {run['values']:,} values, {run['quarantined']:,} rows quarantined"
+                      if run["status"] == "published" else "")
+            when = _when(run["finished_at"] or run["started_at"])
+            click.echo(f"  {label:<10} run {run['run_id']} {run['status']} at {when}{duration}{counts}")
+            if run["error"]:
+                click.echo(f"  {'':<10} {'reason' if run['status'] == 'skipped' else 'error'}: {run['error']}")
+        overdue = " (overdue: is the service running?)" if job["overdue"] else ""
+        registered = "" if job["next_run_from"] == "service" else " (the service has not registered this job yet)"
+        click.echo(f"  next run   {_when(job['next_run'], schedule.timezone)}{overdue}{registered}")
+
+
+def _register_export() -> None:
+    # The governance pack lives with its charts in metrics.export; the command is registered here.
+    from metrics.export import export_command
+
+    main.add_command(export_command)
+
+
+_register_export()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,22 @@ A refresh never publishes half a run. Structural problems in one source stop tha
 metrics are carried forward from the last published run (and the run says so), while every other
 source refreshes. Anything unexpected fails the run, which is recorded as failed; the previous run
 stays published.
+
+Exactly one refresh runs at a time: ``refresh`` takes the store's lease (``store.Lease``) for the
+duration, or uses one its caller (the scheduler) already holds, and checks it is still held right
+before publishing.
+
+An incremental refresh (``incremental=True``, what the scheduler runs) compares the extracts and
+definitions with what the last published run recorded (file hashes and sizes, definition content
+hashes, the dimensions, the code version, the refresh date where it matters) and
+
+- records a ``skipped`` run and publishes nothing when nothing it is responsible for changed;
+- otherwise recomputes only the sources whose inputs changed (a changed geography lookup or
+  population recomputes every metric that uses it), carries every other metric's values, quarantined
+  rows and source record forward from the last published run (each value keeps the id of the run
+  that computed it), judges the combined values afresh and publishes atomically.
+
+The result is exactly what a full refresh of the same extracts would publish (tests/test_incremental.py).
 """
 
 from __future__ import annotations
@@ -12,8 +28,9 @@ import datetime as dt
 import json
 import os
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,15 +38,17 @@ import polars as pl
 from sqlalchemy import Engine
 
 import store
+import store.repository
 from metrics.compute import OUTPUT_COLUMNS, compute_source
 from metrics.definitions import Catalogue, MetricDefinition, load_catalogue
 from metrics.errors import SourceError
 from metrics.plan import build_plan
 from metrics.benchmarks import read_fingertips
 from metrics.judge import judge
-from metrics.sources import LoadedSource, fingerprint_files, load_source
+from metrics.sources import LoadedSource, fingerprint_files, load_source, source_files
 
-__all__ = ["refresh", "RefreshResult", "default_definitions_dir", "code_version", "definition_record"]
+__all__ = ["refresh", "RefreshResult", "ExtractChanged", "RefreshCancelled", "default_definitions_dir", "code_version",
+           "definition_record"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,16 +83,29 @@ def code_version() -> str:
     return _CODE_VERSION
 
 
+class ExtractChanged(RuntimeError):
+    """An extract file changed while it was being read (still being written): nothing is published;
+    try again once it has settled."""
+
+
+class RefreshCancelled(RuntimeError):
+    """The refresh was asked to stop (the service is shutting down) before it published."""
+
+
 @dataclass
 class RefreshResult:
     run_id: int
-    status: str
+    status: str                 # published | skipped
     values: int
     quarantined: int
     sources: dict
     timings: dict
     failed_sources: list[str] = field(default_factory=list)
-    carried_forward: list[str] = field(default_factory=list)
+    carried_forward: list[str] = field(default_factory=list)  # metrics of failed sources, from the last run
+    recomputed: list[str] = field(default_factory=list)       # sources computed afresh in this run
+    reused: list[str] = field(default_factory=list)           # metrics whose inputs were unchanged (incremental)
+    based_on: int | None = None                               # incremental: the published run compared with
+    reason: str = ""                                          # what changed, or why nothing was published
 
 
 def definition_record(metric: MetricDefinition, root: str | Path | None = None) -> dict:
@@ -86,17 +118,57 @@ def definition_record(metric: MetricDefinition, root: str | Path | None = None) 
             "unit": metric.unit, "polarity": metric.polarity, "body_json": json.dumps(body, sort_keys=True)}
 
 
-def _source_summary(loaded: LoadedSource, seconds: float) -> dict:
+def _identity(catalogue: Catalogue, source_id: str, as_of: dt.date) -> dict:
+    """What a source's result depends on besides its files: recorded so an incremental refresh can compare."""
+    return {"definition_hash": catalogue.sources[source_id].content_hash,
+            "dimensions_hash": catalogue.dimensions.content_hash, "as_of": as_of.isoformat()}
+
+
+def _source_summary(loaded: LoadedSource, seconds: float, identity: dict) -> dict:
     by_rule = (loaded.quarantine.group_by("rule").len().sort("rule").rows() if loaded.quarantine.height else [])
     return {"status": "ok", "files": loaded.files, "rows_read": loaded.rows_read, "rows_valid": loaded.rows_valid,
             "rows_quarantined": loaded.rows_quarantined, "rows_superseded": loaded.rows_superseded,
-            "quarantined_by_rule": dict(by_rule), "seconds": round(seconds, 3)}
+            "quarantined_by_rule": dict(by_rule), "seconds": round(seconds, 3), **identity}
+
+
+def _current_files(catalogue: Catalogue, source_id: str, data_dir: Path) -> list[dict] | None:
+    """Content hash and size of a source's files now; None when they can't be listed (missing folder)."""
+    try:
+        return fingerprint_files(source_files(catalogue.sources[source_id], data_dir))
+    except (SourceError, OSError):
+        return None
+
+
+def _stat(catalogue: Catalogue, source_id: str, data_dir: Path) -> list[tuple] | None:
+    """Name, size and modification time of a source's files: compared before and after reading them."""
+    try:
+        return [(p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                for p in source_files(catalogue.sources[source_id], data_dir)]
+    except (SourceError, OSError):
+        return None
+
+
+def _same_files(previous: list[dict] | None, current: list[dict] | None) -> bool:
+    def key(files):
+        return None if files is None else sorted((f["file"], f["bytes"], f["sha256"]) for f in files)
+    return key(previous) == key(current)
 
 
 def refresh(data_dir: str | Path, *, definitions_dir: str | Path | None = None, engine: Engine | None = None,
             metrics: list[str] | None = None, as_of: dt.date | None = None, trigger: str = "cli",
-            progress: Callable[[str], None] | None = None) -> RefreshResult:
-    """Refresh every (or the named) metric from the extracts in ``data_dir`` and publish atomically."""
+            progress: Callable[[str], None] | None = None, incremental: bool = False,
+            scope: Collection[str] | None = None, lease: store.Lease | bool = True,
+            cancel: threading.Event | None = None) -> RefreshResult:
+    """Refresh every (or the named) metric from the extracts in ``data_dir`` and publish atomically.
+
+    ``incremental``: compare with the last published run; recompute only what changed (or record a
+    ``skipped`` run when nothing did). ``scope``: the sources an incremental refresh is responsible
+    for (default all): changed files of other sources wait for their own refresh, while changed
+    definitions, geography or populations are always picked up. ``lease``: True takes the store's
+    refresh lease for the duration (raising ``store.LeaseHeld`` at once if another refresh holds it);
+    a ``store.Lease`` the caller holds is used as it is. ``cancel``: an event that, once set, stops the
+    refresh at its next checkpoint before publishing (``RefreshCancelled``).
+    """
     say = progress or (lambda _message: None)
     started = time.perf_counter()
     data_dir = Path(data_dir)
@@ -105,16 +177,49 @@ def refresh(data_dir: str | Path, *, definitions_dir: str | Path | None = None, 
     unknown = sorted(set(metrics or []) - set(catalogue.metrics))
     if unknown:
         raise ValueError(f"unknown metric(s): {', '.join(unknown)}; see `outcomes list`")
+    if incremental and metrics:
+        raise ValueError("an incremental refresh covers every metric: don't name metrics")
+    unknown = sorted(set(scope or []) - set(catalogue.sources))
+    if unknown:
+        raise ValueError(f"unknown source(s) in scope: {', '.join(unknown)}")
     engine = engine or store.get_engine()
+    own_lease = None
+    if lease is True:
+        own_lease = lease = store.Lease(engine, purpose=trigger)
+        lease.acquire_or_raise()
+    try:
+        return _refresh_holding_lease(catalogue, definitions_dir, data_dir, engine, metrics, as_of, trigger, say,
+                                      incremental, scope, lease or None, cancel, started)
+    finally:
+        if own_lease is not None:
+            own_lease.release()
+
+
+def _refresh_holding_lease(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine: Engine,
+                           metrics: list[str] | None, as_of: dt.date | None, trigger: str, say: Callable[[str], None],
+                           incremental: bool, scope: Collection[str] | None, lease: store.Lease | None,
+                           cancel: threading.Event | None, started: float) -> RefreshResult:
     store.abandon_stale_runs(engine)
     as_of = as_of or dt.date.today()
+    decision = _decide(catalogue, build_plan(catalogue, metrics), data_dir, engine, as_of, scope) if incremental \
+        else None
+    if decision is not None and not decision.publish:
+        seconds = time.perf_counter() - started
+        run_id = store.record_skipped_run(engine, trigger=trigger, data_dir=str(data_dir), code_version=code_version(),
+                                          as_of=as_of, sources=decision.checked, reason=decision.reason,
+                                          seconds=seconds)
+        say(f"run {run_id} skipped: {decision.reason}")
+        return RefreshResult(run_id=run_id, status="skipped", values=0, quarantined=0, sources=decision.checked,
+                             timings={"total": round(seconds, 3)}, based_on=decision.previous_id,
+                             reason=decision.reason)
     run_id = store.start_run(engine, trigger=trigger, data_dir=str(data_dir), code_version=code_version(),
                              as_of=as_of)
-    say(f"run {run_id}: refreshing from {data_dir}")
+    say(f"run {run_id}: refreshing from {data_dir}" + (f" ({decision.reason})" if decision else ""))
     sources: dict[str, dict] = {}
     timings: dict[str, float] = {}
     try:
-        result = _refresh(catalogue, definitions_dir, data_dir, engine, run_id, metrics, as_of, sources, timings, say)
+        result = _refresh(catalogue, definitions_dir, data_dir, engine, run_id, metrics, as_of, sources, timings, say,
+                          decision=decision, lease=lease, cancel=cancel)
         timings["total"] = round(time.perf_counter() - started, 3)
         store.record_timings(engine, run_id, timings)  # the write and total times are known only now
         return result
@@ -128,6 +233,115 @@ def refresh(data_dir: str | Path, *, definitions_dir: str | Path | None = None, 
         raise
 
 
+@dataclass
+class _Decision:
+    """What an incremental refresh found: which sources to recompute, against which published run."""
+
+    previous_id: int | None
+    previous_sources: dict
+    recompute: set[str] | None  # activity sources to compute afresh; None: all of them
+    publish: bool
+    reason: str
+    checked: dict = field(default_factory=dict)  # the fingerprints looked at (recorded on a skipped run)
+
+
+def _input_change(catalogue: Catalogue, source_id: str, summary: dict | None, current: list[dict] | None,
+                  as_of: dt.date) -> tuple[str, str] | None:
+    """How a source's inputs differ from what a published run recorded: (kind, why), or None if the
+    same. Kinds: ``definition`` (its definition or the dimensions), ``files``, ``as_of``."""
+    if summary is None:
+        return "definition", "not in the last run"
+    if summary.get("definition_hash") != catalogue.sources[source_id].content_hash:
+        return "definition", "its definition changed"
+    if summary.get("dimensions_hash") != catalogue.dimensions.content_hash:
+        return "definition", "dimensions.yaml changed"
+    if not _same_files(summary.get("files"), current):
+        before = {f["file"]: f["sha256"] for f in summary.get("files") or []}
+        now = {f["file"]: f["sha256"] for f in current or []}
+        new = sorted(set(now) - set(before))
+        changed = sorted(f for f in set(now) & set(before) if now[f] != before[f])
+        gone = sorted(set(before) - set(now))
+        parts = [f"{label} {', '.join(files)}" for label, files in (("new", new), ("changed", changed),
+                                                                   ("removed", gone)) if files]
+        return "files", "files " + ("; ".join(parts) if parts else "changed")
+    if summary.get("status") == "ok" and summary.get("as_of") != as_of.isoformat():
+        # The refresh date only matters to 'not in the future' checks: moving it later changes nothing
+        # unless the last run quarantined rows as being in the future.
+        previous = dt.date.fromisoformat(summary["as_of"]) if summary.get("as_of") else None
+        future = any("future_date" in rule.split("; ") for rule in summary.get("quarantined_by_rule", {}))
+        if previous is None or as_of < previous or future:
+            return "as_of", f"the refresh date moved from {previous} to {as_of}"
+    return None
+
+
+def _decide(catalogue: Catalogue, plan, data_dir: Path, engine: Engine, as_of: dt.date,
+            scope: Collection[str] | None) -> _Decision:
+    previous = store.read_run(engine, "latest")
+    if previous is None:
+        return _Decision(None, {}, None, True, "no published run yet: a full refresh")
+    if previous["code_version"] != code_version():
+        return _Decision(previous["id"], previous["sources"], None, True,
+                         f"the code changed ({previous['code_version']} → {code_version()}): a full refresh")
+    prev_sources, prev_definitions = previous["sources"], previous["definitions"]
+    checked: dict[str, dict] = {}
+
+    def change(source_id: str) -> tuple[str, str] | None:
+        current = _current_files(catalogue, source_id, data_dir)
+        checked[source_id] = {"files": current}
+        return _input_change(catalogue, source_id, prev_sources.get(source_id), current, as_of)
+
+    reasons: list[str] = []
+    recompute: set[str] = set()
+    activity = [p.source_id for p in plan.sources]
+    lookups = [s.id for s in catalogue.sources.values() if s.kind == "lookup"]
+    if lookups and (why := change(lookups[0])):
+        reasons.append(f"{lookups[0]}: {why[1]}")
+        recompute |= set(activity)
+    populations = sorted({s.population_source for p in plan.sources for s in p.steps if s.population_source})
+    for population in populations:
+        if why := change(population):
+            reasons.append(f"{population}: {why[1]}")
+            recompute |= {p.source_id for p in plan.sources if any(s.population_source == population for s in p.steps)}
+    waiting = []
+    for source_plan in plan.sources:
+        source_id = source_plan.source_id
+        # A metric whose source has never loaded was not published at all: that is no change.
+        never_loaded = (prev_sources.get(source_id) or {}).get("status") == "failed"
+        edited = [s.metric_id for s in source_plan.steps
+                  if (s.metric_id in prev_definitions or not never_loaded)
+                  and (prev_definitions.get(s.metric_id) or {}).get("content_hash")
+                  != catalogue.metrics[s.metric_id].content_hash]
+        if edited:
+            reasons.append(f"{source_id}: definition of {', '.join(edited)} changed or new")
+            recompute.add(source_id)
+        why = change(source_id)
+        if why is None:
+            continue
+        if why[0] == "definition" or scope is None or source_id in scope:
+            reasons.append(f"{source_id}: {why[1]}")
+            recompute.add(source_id)
+        else:
+            waiting.append(source_id)  # changed, but another schedule refreshes it
+    benchmarks = _benchmark_files(data_dir)
+    checked["benchmarks"] = {"files": benchmarks}
+    if not _same_files((prev_sources.get("benchmarks") or {}).get("files"), benchmarks) and (
+            benchmarks or prev_sources.get("benchmarks")):
+        reasons.append("benchmarks changed")
+    dropped = sorted(set(prev_definitions) - set(plan.metric_ids()))
+    if dropped:
+        reasons.append(f"metric(s) no longer published: {', '.join(dropped)}")
+    note = f" ({', '.join(waiting)} changed: left for its own schedule)" if waiting else ""
+    if not reasons:
+        return _Decision(previous["id"], prev_sources, set(), False,
+                         f"nothing changed since run {previous['id']}{note}", checked)
+    return _Decision(previous["id"], prev_sources, recompute, True, "; ".join(reasons) + note, checked)
+
+
+def _benchmark_files(data_dir: Path) -> list[dict] | None:
+    folder = data_dir / "benchmarks"
+    return fingerprint_files(sorted(folder.glob("*.csv"))) if folder.is_dir() else None
+
+
 def _benchmarks(data_dir: Path, catalogue: Catalogue, sources: dict, say: Callable[[str], None]) -> pl.DataFrame:
     """Benchmark values from Fingertips exports in ``benchmarks/`` (optional; a bad file is reported
     and skipped, as benchmarks only add comparisons)."""
@@ -138,7 +352,7 @@ def _benchmarks(data_dir: Path, catalogue: Catalogue, sources: dict, say: Callab
     try:
         frame = read_fingertips(folder, catalogue)
     except (ValueError, OSError) as exc:
-        sources["benchmarks"] = {"status": "failed", "error": str(exc)}
+        sources["benchmarks"] = {"status": "failed", "error": str(exc), "files": _benchmark_files(data_dir)}
         say(f"  benchmarks: FAILED — {exc}")
         return read_fingertips(folder / "-none-", catalogue)
     sources["benchmarks"] = {"status": "ok", "files": fingerprint_files(files), "rows_valid": frame.height}
@@ -146,43 +360,85 @@ def _benchmarks(data_dir: Path, catalogue: Catalogue, sources: dict, say: Callab
     return frame
 
 
+def _canonical(values: pl.DataFrame) -> pl.DataFrame:
+    """Values as the store keeps them (its column types, NaN as missing), in one order: what is judged
+    and published is then the same whether a value was computed now or carried from an earlier run."""
+    schema = store.repository.VALUE_SCHEMA
+    floats = [c for c, t in schema.items() if t == pl.Float64]
+    return (values.select(*[pl.col(c).cast(t) for c, t in schema.items()], pl.col("computed_run_id").cast(pl.Int64))
+            .with_columns(pl.col(floats).fill_nan(None))
+            .sort("metric_id", "place", "period_type", "breakdown", "group", "period_start", "period_end"))
+
+
 def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine: Engine, run_id: int,
              metrics: list[str] | None, as_of: dt.date, sources: dict, timings: dict,
-             say: Callable[[str], None]) -> RefreshResult:
+             say: Callable[[str], None], *, decision: _Decision | None = None, lease: store.Lease | None = None,
+             cancel: threading.Event | None = None) -> RefreshResult:
     plan = build_plan(catalogue, metrics)
     tick = time.perf_counter()
 
+    def checkpoint() -> None:
+        if cancel is not None and cancel.is_set():
+            raise RefreshCancelled("the refresh was stopped before it published (the service is shutting down)")
+
+    # An incremental refresh computes only the sources whose inputs changed; every other source's
+    # values, quarantined rows and record come from the published run it was compared with.
+    recompute = None if decision is None else decision.recompute
+    fresh = [p for p in plan.sources if recompute is None or p.source_id in recompute]
+    reused = [p for p in plan.sources if recompute is not None and p.source_id not in recompute]
+    previous_sources = decision.previous_sources if decision else {}
     columns_needed = {p.source_id: p.columns for p in plan.sources}
 
     def load(source_id: str, known: list[str] | None) -> LoadedSource | None:
+        checkpoint()
         started = time.perf_counter()
+        identity = _identity(catalogue, source_id, as_of)
+        before = _stat(catalogue, source_id, data_dir)
         try:
             loaded = load_source(catalogue.sources[source_id], data_dir, as_of=as_of, known_lsoas=known,
                                  columns=columns_needed.get(source_id))
         except SourceError as exc:
-            sources[source_id] = {"status": "failed", "error": str(exc)}
+            _unchanged_while_read(catalogue, source_id, data_dir, before)
+            sources[source_id] = {"status": "failed", "error": str(exc),
+                                  "files": _current_files(catalogue, source_id, data_dir), **identity}
             say(f"  {source_id}: FAILED — {exc}")
             return None
-        sources[source_id] = _source_summary(loaded, time.perf_counter() - started)
+        _unchanged_while_read(catalogue, source_id, data_dir, before)
+        sources[source_id] = _source_summary(loaded, time.perf_counter() - started, identity)
         say(f"  {source_id}: {loaded.rows_valid:,} rows valid, {loaded.rows_quarantined:,} quarantined, "
             f"{loaded.rows_superseded:,} superseded ({time.perf_counter() - started:.1f} s)")
         return loaded
 
+    def reuse(source_id: str) -> None:
+        summary = dict(previous_sources.get(source_id) or {"status": "failed", "error": "not in the last run"})
+        summary.setdefault("carried_from_run", decision.previous_id)
+        sources[source_id] = summary
+        if decision.previous_id is not None:
+            quarantine.append(store.read_quarantine(engine, run=decision.previous_id, source=source_id).drop("run_id"))
+
+    values, failed, carried, quarantine = [], [], [], []
     lookup_ids = [s.id for s in catalogue.sources.values() if s.kind == "lookup"]
-    geography = load(lookup_ids[0], None) if lookup_ids else None
-    if lookup_ids and geography is None:
-        raise SourceError(lookup_ids[0], f"the geography lookup could not be loaded: {sources[lookup_ids[0]]['error']}")
+    geography = None
+    if lookup_ids and fresh:
+        geography = load(lookup_ids[0], None)
+        if geography is None:
+            raise SourceError(lookup_ids[0],
+                              f"the geography lookup could not be loaded: {sources[lookup_ids[0]]['error']}")
+    elif lookup_ids:
+        reuse(lookup_ids[0])
     known = geography.frame["lsoa_code"].to_list() if geography else None
     geo_frame = geography.frame if geography else None
-    needed_populations = {s.population_source for p in plan.sources for s in p.steps if s.population_source}
+    needed_populations = {s.population_source for p in fresh for s in p.steps if s.population_source}
     populations = {pid: load(pid, known) for pid in sorted(needed_populations)}
+    for pid in sorted({s.population_source for p in reused for s in p.steps if s.population_source}
+                      - needed_populations):
+        reuse(pid)
     timings["load_validate"] = round(time.perf_counter() - tick, 3)
     timings["compute"] = 0.0
 
     # One source at a time: load, validate, compute, then let its rows go, so peak memory is the
     # largest source rather than all of them together.
-    values, failed, carried, quarantine = [], [], [], []
-    for source_plan in plan.sources:
+    for source_plan in fresh:
         tick = time.perf_counter()
         loaded = load(source_plan.source_id, known)
         timings["load_validate"] = round(timings["load_validate"] + time.perf_counter() - tick, 3)
@@ -199,18 +455,26 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
         timings["compute"] = round(timings["compute"] + time.perf_counter() - tick, 3)
         say(f"  computed {len(source_plan.steps)} metric(s) on {source_plan.source_id} "
             f"({time.perf_counter() - tick:.1f} s)")
+    reused_metrics = [s.metric_id for p in reused for s in p.steps]
+    for source_plan in reused:
+        reuse(source_plan.source_id)
+    if reused:
+        say(f"  unchanged since run {decision.previous_id}: {', '.join(p.source_id for p in reused)} "
+            f"({len(reused_metrics)} metric(s) carried forward)")
 
-    previous = store.latest_run_id(engine)
-    if carried and previous is not None:
-        # The last good numbers stay visible for sources that failed this time; each value keeps
-        # the id of the run that computed it.
-        values.append(store.read_values(engine, metric=carried, run=previous, provenance=True).drop("run_id"))
+    previous = decision.previous_id if decision else store.latest_run_id(engine)
+    if (carried or reused_metrics) and previous is not None:
+        # The last good numbers stay visible for sources that failed this time (and, in an incremental
+        # refresh, for sources that did not change); each value keeps the id of the run that computed it.
+        values.append(store.read_values(engine, metric=carried + reused_metrics, run=previous,
+                                        provenance=True).drop("run_id"))
     if not values:
         raise SourceError(", ".join(failed), "no source could be loaded; nothing to publish")
     combined = pl.concat([v if "computed_run_id" in v.columns else v.with_columns(pl.lit(run_id).alias("computed_run_id"))
                           for v in values], how="diagonal_relaxed")
-    combined = combined.select([*OUTPUT_COLUMNS, "computed_run_id"])
+    combined = _canonical(combined.select([*OUTPUT_COLUMNS, "computed_run_id"]))
 
+    checkpoint()
     tick = time.perf_counter()
     benchmarks = _benchmarks(data_dir, catalogue, sources, say)
     judgements = judge(combined, catalogue, benchmarks=benchmarks)
@@ -219,11 +483,14 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
 
     tick = time.perf_counter()
     quarantine += [src.quarantine for src in [geography, *populations.values()] if src is not None]
-    used = {m for m in plan.metric_ids() if m not in carried or previous is not None}
+    used = {m for m in plan.metric_ids() if m not in carried + reused_metrics or previous is not None}
     definitions = [definition_record(catalogue.metrics[m], definitions_dir) for m in sorted(used)]
     versions = {m: {"version": catalogue.metrics[m].version, "content_hash": catalogue.metrics[m].content_hash}
                 for m in sorted(used)}
-    quarantine_frame = pl.concat(quarantine) if quarantine else None
+    quarantine_frame = pl.concat(quarantine, how="vertical_relaxed") if quarantine else None
+    checkpoint()
+    if lease is not None:
+        lease.check()  # renewed just now: nobody else can have started refreshing
     store.publish_run(engine, run_id, values=combined, definitions=definitions, quarantine=quarantine_frame,
                       sources=sources, timings=timings, definition_versions=versions, frames=frames)
     timings["write"] = round(time.perf_counter() - tick, 3)
@@ -231,4 +498,16 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
     say(f"run {run_id} published: {combined.height:,} values, {quarantined:,} rows quarantined"
         + (f"; carried forward {', '.join(carried)} (source failed: {', '.join(failed)})" if carried else ""))
     return RefreshResult(run_id=run_id, status="published", values=combined.height, quarantined=quarantined,
-                         sources=sources, timings=timings, failed_sources=failed, carried_forward=carried)
+                         sources=sources, timings=timings, failed_sources=failed, carried_forward=carried,
+                         recomputed=[p.source_id for p in fresh], reused=reused_metrics,
+                         based_on=decision.previous_id if decision else None,
+                         reason=decision.reason if decision else "full refresh")
+
+
+def _unchanged_while_read(catalogue: Catalogue, source_id: str, data_dir: Path, before: list[tuple] | None) -> None:
+    """Raise ``ExtractChanged`` if a source's files changed (size, time or set of files) while read."""
+    after = _stat(catalogue, source_id, data_dir)
+    if after != before:
+        changed = sorted({entry[0] for entry in set(before or []) ^ set(after or [])})
+        raise ExtractChanged(f"source '{source_id}': {', '.join(changed) or 'its files'} changed while being read "
+                             "(still being written?); nothing was published — try again once it has settled")

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Column, Index, LargeBinary, Text
+from sqlalchemy import Column, Float, Index, LargeBinary, Table, Text, Unicode
 from sqlmodel import Field, SQLModel
 
-__all__ = ["RefreshRun", "MetricValue", "MetricDefinitionRecord", "QuarantinedRow", "RunFrame", "RUN_STATUSES"]
+__all__ = ["RefreshRun", "MetricValue", "MetricDefinitionRecord", "QuarantinedRow", "RunFrame", "RefreshLease",
+           "SCHEDULER_JOBS", "RUN_STATUSES"]
 
-RUN_STATUSES = ("running", "published", "failed")
+# skipped: an incremental refresh found nothing changed and published nothing (readers only see published runs).
+RUN_STATUSES = ("running", "published", "failed", "skipped")
 
 
 class RefreshRun(SQLModel, table=True):
@@ -24,7 +26,7 @@ class RefreshRun(SQLModel, table=True):
     __tablename__ = "refresh_run"
 
     id: int | None = Field(default=None, primary_key=True)
-    status: str = Field(index=True, description="running | published | failed")
+    status: str = Field(index=True, description="running | published | failed | skipped")
     started_at: dt.datetime
     finished_at: dt.datetime | None = None
     published_at: dt.datetime | None = Field(default=None, index=True)
@@ -116,3 +118,29 @@ class RunFrame(SQLModel, table=True):
     row_count: int
     columns_json: str = Field(sa_column=Column(Text, nullable=False))
     content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class RefreshLease(SQLModel, table=True):
+    """Who may refresh now. One row per lease name; taken atomically (an INSERT, or an UPDATE of an
+    expired row), renewed by the holder's heartbeat while it refreshes, deleted when it is done.
+    A holder that crashes stops renewing: its lease expires and another process takes over (migration 0004)."""
+
+    __tablename__ = "refresh_lease"
+
+    name: str = Field(primary_key=True)
+    holder: str = Field(description="host:pid:uuid of the process holding it")
+    purpose: str = Field(default="", description="what the holder is doing, e.g. 'schedule:community_contacts'")
+    acquired_at: dt.datetime
+    expires_at: dt.datetime
+    heartbeat: dt.datetime = Field(description="the holder's last renewal")
+
+
+# The scheduler's persistent job store: APScheduler 3's SQLAlchemyJobStore table, declared here and
+# created by migration 0004 so the schema stays versioned (the job store's own CREATE is then a no-op
+# and two services starting together don't race to create it). Rows are pickled APScheduler jobs.
+SCHEDULER_JOBS = Table(
+    "apscheduler_jobs", SQLModel.metadata,
+    Column("id", Unicode(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
+)

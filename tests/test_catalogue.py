@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from conftest import DEFINITIONS
+from conftest import PROJECT_DEFINITIONS as DEFINITIONS
 from metrics.catalogue import REQUIRED_METADATA, missing_metadata, period_label, render_catalogue
 from metrics.definitions import load_catalogue, load_definitions
 
@@ -146,6 +146,16 @@ def test_small_numbers_withheld_without_the_publication_view(catalogue, tmp_path
     page = _plain((tmp_path / "breast_screening_coverage.md").read_text(encoding="utf-8"), "md")
     assert "71.1" in page and "66.6" not in page and "suppressed" in page
     assert "| Numerator |" not in page  # counts are shown only from the publication view
+
+
+@pytest.fixture
+def definitions_dir(tmp_path):
+    """A private copy of the whole shipped catalogue (conftest's is the foundation subset)."""
+    import shutil
+
+    target = tmp_path / "definitions"
+    shutil.copytree(DEFINITIONS, target)
+    return target
 
 
 def test_text_is_escaped(definitions_dir, tmp_path):

@@ -9,12 +9,14 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from conftest import DEFINITIONS
 from metrics.cli import main
 
 
 @pytest.fixture
 def cli(db_url, monkeypatch):
     monkeypatch.setenv("OUTCOMES_DATABASE_URL", db_url)
+    monkeypatch.setenv("OUTCOMES_DEFINITIONS", str(DEFINITIONS))  # the hand-built extracts hold the foundation sources
     runner = CliRunner()
 
     def run(*args: str, code: int = 0):
@@ -123,3 +125,28 @@ def test_no_output_shows_the_postgresql_password(pg_cluster, handbuilt_dir, monk
     finally:
         store.dispose_engine()
         pg_cluster.drop_database(url)
+
+
+def test_publish_withholds_small_counts_and_says_so(cli, handbuilt_dir):
+    cli("refresh", "--data", str(handbuilt_dir), "--as-of", "2026-01-01")
+    result = cli("values", "--publish")
+    frame = pl.read_csv(io.StringIO(result.stdout))
+    # The hand-built data is all small numbers: every count from 1 to 7 must be gone.
+    for column in ("numerator", "denominator"):
+        published = frame[column].drop_nulls()
+        assert not published.is_between(1, 7).any(), column
+        assert (published % 5 == 0).all(), column  # the rest rounded to the nearest 5
+    withheld = frame.filter(pl.col("suppressed"))
+    assert withheld.height and withheld["value"].null_count() == withheld.height
+    assert withheld["suppression_note"].null_count() == 0
+    assert "suppressed" in result.stderr.lower()
+    raw = pl.read_csv(io.StringIO(cli("values").stdout))
+    assert raw.height == frame.height  # nothing dropped, only withheld
+
+
+def test_scorecard_lists_every_metric_and_place(cli, handbuilt_dir):
+    cli("refresh", "--data", str(handbuilt_dir), "--as-of", "2026-01-01")
+    card = pl.read_csv(io.StringIO(cli("scorecard", "--format", "csv").stdout))
+    assert card.select("metric_id", "place").unique().height == 14
+    text = cli("scorecard", "--place", "Walsall").stdout
+    assert "Timely discharge from hospital" in text and "Dudley " not in text

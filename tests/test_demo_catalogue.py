@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 import yaml
 
-from conftest import DEFINITIONS
+from conftest import PROJECT_DEFINITIONS as DEFINITIONS
 from metrics import geography_data as geo
 from metrics.definitions import SourceDefinition
 from metrics.demo import generate_demo_data

@@ -1,0 +1,176 @@
+"""Incremental refresh: nothing changed → a skipped run; one source changed → only its metrics are
+recomputed, the rest carried forward, and what is published equals a full refresh exactly."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+from polars.testing import assert_frame_equal
+
+import store
+from conftest import AS_OF, DEFINITIONS
+from metrics.definitions import load_catalogue
+from metrics.refresh import _identity, _input_change, refresh
+
+HANDBUILT_SOURCES = {"geography", "population", "inpatient_spells", "community_contacts", "breast_screening"}
+FRAMES = ("spc", "comparisons", "inequalities", "scorecard", "benchmarks")
+CONTACTS_JULY = """contact_id,person_id,service_request_id,contact_date,attendance_status,duration_minutes,\
+consultation_medium,team_type,age,sex,ethnicity,lsoa_code,gp_practice_code,submission_id
+c9,P2,R2,2024-07-02,5,15,04,A03,30,F,H,E01000002,M87002,4
+c10,P5,R5,2024-07-11,5,30,01,A10,66,F,A,E01000004,M91002,4
+c11,P6,R6,2024-07-12,6,30,01,A10,70,M,A,E01000003,M91001,4
+c12,P6,R6,2024-07-13,9,30,01,A10,70,M,A,E01000003,M91001,4
+"""
+
+
+def handbuilt_definitions(target: Path) -> Path:
+    """The project's definitions, narrowed to the metrics the hand-built extracts can feed."""
+    shutil.copytree(DEFINITIONS, target)
+    for path in (target / "metrics").glob("*.y*ml"):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        population = (data.get("denominator") or {}).get("population")
+        if data.get("source") not in HANDBUILT_SOURCES or (population and population not in HANDBUILT_SOURCES):
+            path.unlink()
+    for path in (target / "sources").glob("*.y*ml"):
+        if yaml.safe_load(path.read_text(encoding="utf-8")).get("id") not in HANDBUILT_SOURCES:
+            path.unlink()
+    return target
+
+
+@pytest.fixture
+def definitions(tmp_path: Path) -> Path:
+    return handbuilt_definitions(tmp_path / "definitions")
+
+
+def assert_same_publication(engine, run: int, full: int) -> None:
+    """Two runs published the same thing: values, quarantined rows and every judgement frame."""
+    assert_frame_equal(store.read_values(engine, run=run).drop("run_id"),
+                       store.read_values(engine, run=full).drop("run_id"))
+    order = ["source_id", "file", "row_number", "rule"]
+    assert_frame_equal(store.read_quarantine(engine, run=run).drop("run_id").sort(order),
+                       store.read_quarantine(engine, run=full).drop("run_id").sort(order))
+    assert store.read_run(engine, run)["quarantined_count"] == store.read_run(engine, full)["quarantined_count"]
+    assert store.read_run(engine, run)["definitions"] == store.read_run(engine, full)["definitions"]
+    for name in FRAMES:
+        assert_frame_equal(store.read_frame(engine, name, run), store.read_frame(engine, name, full), check_exact=True)
+
+
+def computed_by(engine, run: int) -> dict[str, set[int]]:
+    values = store.read_values(engine, run=run, provenance=True)
+    return {m: set(ids) for m, ids in values.group_by("metric_id").agg(pl.col("computed_run_id").unique()).rows()}
+
+
+def test_what_counts_as_a_change_to_a_source(definitions):
+    catalogue = load_catalogue(definitions)
+    files = [{"file": "a.csv", "bytes": 10, "sha256": "1" * 64, "rows": 3}]
+    summary = {"status": "ok", "files": files, "quarantined_by_rule": {"missing_value": 2}, "as_of": "2026-01-01",
+               **{k: v for k, v in _identity(catalogue, "community_contacts", AS_OF).items() if k != "as_of"}}
+
+    def change(summary=summary, current=files, as_of=AS_OF):
+        found = _input_change(catalogue, "community_contacts", summary, current, as_of)
+        return found and found[0]
+
+    assert change() is None
+    assert change(current=[{**files[0], "rows": None}]) is None  # row counts come from loading, not comparing
+    assert change(current=[{**files[0], "sha256": "2" * 64}]) == "files"
+    assert change(current=[*files, {"file": "b.csv", "bytes": 1, "sha256": "3" * 64}]) == "files"
+    assert change(summary={**summary, "definition_hash": "x"}) == "definition"
+    assert change(summary={**summary, "dimensions_hash": "x"}) == "definition"
+    assert change(summary=None) == "definition"
+    # A later refresh date matters only if rows were quarantined as being in the future; an earlier one always.
+    assert change(as_of=AS_OF + dt.timedelta(days=30)) is None
+    assert change(summary={**summary, "quarantined_by_rule": {"future_date; unknown_lsoa": 1}},
+                  as_of=AS_OF + dt.timedelta(days=30)) == "as_of"
+    assert change(as_of=AS_OF - dt.timedelta(days=1)) == "as_of"
+    # A source that failed to load, with the same files, would fail the same way: no change.
+    assert change(summary={**summary, "status": "failed", "files": None}, current=None) is None
+
+
+def test_an_incremental_refresh_publishes_exactly_what_a_full_refresh_would(engine, handbuilt_dir, definitions):
+    first = refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF)
+    before = store.read_values(engine)
+
+    # Nothing changed: a skipped run, nothing published.
+    again = refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF, incremental=True,
+                    trigger="schedule:full_refresh")
+    assert again.status == "skipped" and again.based_on == first.run_id and again.values == 0
+    assert again.reason == f"nothing changed since run {first.run_id}"
+    runs = store.list_runs(engine)
+    assert runs["status"].to_list() == ["skipped", "published"]
+    assert runs["error"][0] == again.reason and runs["trigger"][0] == "schedule:full_refresh"
+    # Readers still see the published run; a skipped run is not something they can ask for.
+    assert store.latest_run_id(engine) == first.run_id
+    assert store.read_values(engine).equals(before)
+    with pytest.raises(LookupError, match="not a published run"):
+        store.read_values(engine, run=again.run_id)
+
+    def step(as_of=AS_OF):
+        incremental = refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=as_of,
+                              incremental=True)
+        full = refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=as_of)
+        assert incremental.status == "published"
+        assert_same_publication(engine, incremental.run_id, full.run_id)
+        return incremental
+
+    # A new month of community contacts (one row quarantined): only the contacts metrics are recomputed.
+    (handbuilt_dir / "community_contacts" / "contacts_2024-07.csv").write_text(CONTACTS_JULY)
+    contacts = step()
+    assert contacts.recomputed == ["community_contacts"]
+    assert "community_contacts: files new contacts_2024-07.csv" in contacts.reason
+    assert computed_by(engine, contacts.run_id) == {
+        "breast_screening_coverage": {first.run_id}, "community_contacts_per_1000": {contacts.run_id},
+        "people_seen_by_community_services_per_1000": {contacts.run_id}, "delayed_bed_days": {first.run_id},
+        "discharged_on_ready_date": {first.run_id}, "mean_discharge_delay_days": {first.run_id},
+        "spells_with_discharge_ready_date": {first.run_id}}
+    run = store.read_run(engine, contacts.run_id)
+    assert run["sources"]["inpatient_spells"]["carried_from_run"] == first.run_id
+    assert run["sources"]["community_contacts"]["rows_quarantined"] == 1
+    assert store.read_quarantine(engine, run=contacts.run_id, source="inpatient_spells").height == 4
+    july = store.read_values(engine, run=contacts.run_id, metric="community_contacts_per_1000", breakdown="overall",
+                             period_type="month").filter(pl.col("period_start") == dt.date(2024, 7, 1))
+    assert dict(july.select("place", "numerator").rows()) == {"Dudley": 1, "Walsall": 2}
+
+    # New population estimates: the metrics that divide by population (on contacts) are recomputed.
+    population = handbuilt_dir / "population" / "population_2024.csv"
+    population.write_text(population.read_text().replace("E01000003,40,M,300", "E01000003,40,M,310"))
+    assert step().recomputed == ["community_contacts"]
+
+    # A metric's definition changes: its source is recomputed, whatever the schedule.
+    target = definitions / "metrics" / "discharged_on_ready_date.yaml"
+    target.write_text(target.read_text().replace("version: 1", "version: 2", 1))
+    edited = step(AS_OF + dt.timedelta(days=1))
+    # ...and so is the one source with rows quarantined as 'in the future' as the refresh date moves on.
+    assert edited.recomputed == ["inpatient_spells"] and "discharged_on_ready_date" in edited.reason
+    assert "the refresh date moved" in edited.reason
+
+
+def test_a_scoped_refresh_leaves_other_sources_to_their_own_schedule(engine, handbuilt_dir, definitions):
+    with pytest.raises(ValueError, match="don't name metrics"):
+        refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF, incremental=True,
+                metrics=["delayed_bed_days"])
+    with pytest.raises(ValueError, match="unknown source"):
+        refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF, incremental=True,
+                scope=["nope"])
+    assert store.list_runs(engine).is_empty()
+    first = refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF)
+    (handbuilt_dir / "community_contacts" / "contacts_2024-07.csv").write_text(CONTACTS_JULY)
+    spells = refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF, incremental=True,
+                     scope=["inpatient_spells"])
+    assert spells.status == "skipped"
+    assert spells.reason == (f"nothing changed since run {first.run_id} "
+                             "(community_contacts changed: left for its own schedule)")
+    contacts = refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF, incremental=True,
+                       scope=["community_contacts"])
+    assert contacts.status == "published" and contacts.recomputed == ["community_contacts"]
+    # A changed lookup is everyone's business: every source is recomputed, whichever job noticed.
+    geography = handbuilt_dir / "geography" / "geography.csv"
+    geography.write_text(geography.read_text().replace(",Central,", ",Town centre,"))
+    lookup = refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF, incremental=True,
+                     scope=["inpatient_spells"])
+    assert lookup.recomputed == ["breast_screening", "community_contacts", "inpatient_spells"]
+    assert "Town centre" in store.read_values(engine, breakdown="neighbourhood")["group"].to_list()
