@@ -131,16 +131,26 @@ class SourceDefinition(_Frozen):
 # --- metrics -------------------------------------------------------------------------------------
 
 
+def _not_blank(text: str | None) -> str | None:
+    if text is not None and not text.strip():
+        raise ValueError("filter is empty: give a SQL expression such as \"age >= 18\", or leave the field out")
+    return text
+
+
 class CountSpec(_Frozen):
     filter: str | None = None
     count_distinct: str | None = None
     description: str | None = None
+
+    _filter_not_blank = field_validator("filter")(_not_blank)
 
 
 class DenominatorSpec(_Frozen):
     filter: str | None = None
     population: str | None = Field(None, description="id of a population source whose counts are the denominator")
     description: str | None = None
+
+    _filter_not_blank = field_validator("filter")(_not_blank)
 
 
 class MeasureSpec(_Frozen):

@@ -17,6 +17,7 @@ resubmission), so ``rows_read == rows_valid + rows_quarantined + rows_superseded
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import hashlib
 from collections.abc import Collection
@@ -108,13 +109,47 @@ def fingerprint_files(files: list[Path]) -> list[dict]:
 
 
 def _utf8_problem(path: Path) -> str | None:
-    data = path.read_bytes()
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return (f"file is not UTF-8 encoded (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-                "save it as UTF-8 (for example from Excel: CSV UTF-8)")
+    """The first byte that isn't UTF-8, read in blocks (never the whole file at once)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                return (f"file is not UTF-8 encoded (byte 0x{block[exc.start]:02x} at offset {offset + exc.start}); "
+                        "save it as UTF-8 (for example from Excel: CSV UTF-8)")
+            offset += len(block)
     return None
+
+
+_SNIFF_BYTES = 1 << 20
+
+
+def check_file(source: SourceDefinition, path: Path) -> None:
+    """Cheap checks on a file's first bytes before anything reads or hashes all of it, so a wrong
+    or enormous file fails fast with a clear message (a sparse or binary file is all NUL bytes)."""
+    size = path.stat().st_size
+    if size == 0:
+        raise SourceError(source.id, "file is empty (0 bytes): expected a header row and data", file=path)
+    with path.open("rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    if path.suffix.lower() == ".parquet":
+        if head[:4] != b"PAR1":
+            kind = "it looks like CSV text" if b"," in head[:4096] and b"\0" not in head[:4096] else "wrong format"
+            raise SourceError(source.id, f"not a Parquet file ({kind}): rename it .csv or export it as Parquet",
+                              file=path)
+        return
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise SourceError(source.id, f"file is not UTF-8 encoded (byte 0x{head[0]:02x} at offset 0: a UTF-16 "
+                                     "byte-order mark); save it as UTF-8 (for example from Excel: CSV UTF-8)",
+                          file=path)
+    if head.startswith(b"\x1f\x8b"):
+        return  # gzip-compressed CSV: the reader decompresses it
+    nul = head.find(b"\0")
+    if nul >= 0:
+        raise SourceError(source.id, f"file contains NUL bytes at offset {nul} ({size:,} bytes in all): it is "
+                                     "binary or a damaged/sparse file, not CSV text", file=path)
 
 
 def _read_file(source: SourceDefinition, path: Path) -> pl.DataFrame:
@@ -347,6 +382,8 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
     """
     as_of = as_of or dt.date.today()
     files = source_files(source, Path(data_dir))
+    for path in files:
+        check_file(source, path)
     prints = fingerprint_files(files)
     schema = build_schema(source, as_of=as_of, known_lsoas=known_lsoas)
     keep = None
