@@ -137,3 +137,41 @@ def test_default_store_is_sqlite_in_var(monkeypatch):
     assert store.database_url().endswith("var/outcomes.db")
     monkeypatch.setenv("OUTCOMES_DATABASE_URL", "sqlite:///elsewhere.db")
     assert store.database_url() == "sqlite:///elsewhere.db"
+
+
+RANDOM_KILLS = 6
+
+
+def test_killing_a_refresh_at_random_moments(published, engine, handbuilt_dir):
+    """SIGKILL a real refresh process at seeded random moments across its whole run (loading,
+    validating, computing, judging, writing, committing): every time the store shows either the
+    previous run or a complete new one, never part of one, and the next refresh succeeds."""
+    import random
+    import time
+
+    env = {**os.environ, "OUTCOMES_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+           "OUTCOMES_DEFINITIONS": str(DEFINITIONS)}
+    command = [sys.executable, "-m", "metrics.cli", "refresh", "--data", str(handbuilt_dir), "--as-of", "2026-01-01"]
+    started = time.perf_counter()
+    subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, timeout=120, check=True)
+    duration = time.perf_counter() - started
+    chooser = random.Random(20240401)
+    for _ in range(RANDOM_KILLS):
+        last = store.latest_run_id(engine)
+        before = store.read_values(engine, run=last)
+        process = subprocess.Popen(command, cwd=PROJECT, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        time.sleep(chooser.uniform(0.2, 1.0) * duration)
+        process.kill()
+        process.wait(timeout=60)
+        now = store.latest_run_id(engine)
+        if now == last:  # killed before its commit: the previous run is untouched
+            assert store.read_values(engine, run=last).equals(before)
+        else:  # killed after its commit: the new run is whole
+            run = store.read_run(engine, now)
+            assert run["status"] == "published"
+            assert store.read_values(engine, run=now).height == run["values_count"] == before.height
+    result = refresh(handbuilt_dir, definitions_dir=DEFINITIONS, engine=engine, as_of=AS_OF)
+    assert result.status == "published"
+    statuses = store.list_runs(engine)["status"].to_list()
+    assert "running" not in statuses  # every killed run was found abandoned
