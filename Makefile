@@ -38,7 +38,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	@$(BIN)/python -c "import pandas, duckdb, pyinstrument" 2>/dev/null || \
+	  $(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,bench]"
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/marimo check notebooks/*.py

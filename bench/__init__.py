@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench`` runs the engine against pandas, DuckDB and naive Polars baselines."""

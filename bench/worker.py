@@ -1,0 +1,58 @@
+"""One measured run in a fresh process (so peak RSS is this run's alone): the engine's refresh or a
+baseline. The parent reads peak RSS with ``os.wait4``; this prints a JSON line of timings.
+
+    python -m bench.worker engine|pandas|duckdb|naive_polars DATA_DIR AS_OF OUT_DIR [DEFINITIONS_DIR]
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str]) -> None:
+    kind, data_dir, as_of, out_dir = argv[:4]
+    as_of = dt.date.fromisoformat(as_of)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record: dict = {"kind": kind}
+    if kind == "engine":
+        import store
+        from metrics.refresh import refresh
+
+        db = out_dir / "outcomes.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        engine = store.get_engine(f"sqlite:///{db}")
+        started = time.perf_counter()
+        result = refresh(data_dir, definitions_dir=argv[4], engine=engine, as_of=as_of, trigger="bench")
+        record["seconds"] = time.perf_counter() - started
+        record["timings"] = result.timings
+        record["values"] = result.values
+        record["quarantined"] = result.quarantined
+        record["run_id"] = result.run_id
+        record["rows"] = {k: v.get("rows_read") for k, v in result.sources.items() if isinstance(v, dict)}
+        record["db"] = str(db)
+    else:
+        import importlib
+
+        module = importlib.import_module(f"bench.baseline_{kind}")
+        started = time.perf_counter()
+        frame = module.run(Path(data_dir), as_of)
+        record["seconds"] = time.perf_counter() - started
+        import polars as pl
+
+        if not isinstance(frame, pl.DataFrame):
+            frame = pl.from_pandas(frame) if hasattr(frame, "to_numpy") else pl.from_arrow(frame)
+        path = out_dir / f"{kind}.parquet"
+        frame.write_parquet(path)
+        record["values"] = frame.height
+        record["output"] = str(path)
+    print("BENCH-RESULT " + json.dumps(record), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
