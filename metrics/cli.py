@@ -100,6 +100,10 @@ def validate(definitions_dir: Path | None) -> None:
 def refresh(data_dir: Path, definitions_dir: Path | None, metric_ids: str | None, as_of) -> None:
     """Load and validate the extracts, compute every metric and publish a run atomically.
 
+    Exit status: 0 published; 1 failed (the last published run is unchanged); 2 bad definitions or
+    arguments; 3 published but a source failed (its metrics carried forward); 4 another refresh
+    holds the lease.
+
     Example: outcomes refresh --data var/demo
     """
     from metrics.errors import DefinitionError
@@ -116,6 +120,11 @@ def refresh(data_dir: Path, definitions_dir: Path | None, metric_ids: str | None
         _echo(str(exc))
         sys.exit(2)
     except Exception as exc:
+        import store
+
+        if isinstance(exc, store.LeaseHeld):  # not a failure: someone else is refreshing
+            _echo(f"nothing refreshed: {exc}")
+            sys.exit(4)
         _echo(f"refresh failed; the previously published run is unchanged: {exc}")
         sys.exit(1)
     click.echo(json.dumps({"run_id": result.run_id, "status": result.status, "values": result.values,

@@ -150,3 +150,15 @@ def test_scorecard_lists_every_metric_and_place(cli, handbuilt_dir):
     assert card.select("metric_id", "place").unique().height == 14
     text = cli("scorecard", "--place", "Walsall").stdout
     assert "Timely discharge from hospital" in text and "Dudley " not in text
+
+
+def test_refresh_while_another_holds_the_lease_exits_4(cli, handbuilt_dir, db_url):
+    import store
+
+    lease = store.Lease(store.get_engine(db_url), ttl=60)
+    assert lease.acquire()
+    try:
+        result = cli("refresh", "--data", str(handbuilt_dir), "--as-of", "2026-01-01", code=4)
+        assert "nothing refreshed: another refresh is running" in result.stderr
+    finally:
+        lease.release()
