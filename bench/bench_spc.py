@@ -6,15 +6,15 @@ Run: .venv/bin/python bench/bench_spc.py
 from __future__ import annotations
 
 import datetime as dt
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.timing import median_time as _median_time  # noqa: E402
 
 from metrics.spc import xmr  # noqa: E402
 
@@ -23,12 +23,7 @@ RUNS = 5
 
 
 def median_time(fn) -> float:
-    times = []
-    for _ in range(RUNS):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return _median_time(fn, RUNS)
 
 
 def frame(series: int, rng: np.random.Generator) -> pl.DataFrame:

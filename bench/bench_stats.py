@@ -5,15 +5,15 @@ Run: .venv/bin/python bench/bench_stats.py
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.timing import median_time as _median_time  # noqa: E402
 
 from metrics.stats import ESP2013_BANDS, dsr, proportion_ci, rate_ci  # noqa: E402
 
@@ -22,12 +22,7 @@ RUNS = 5
 
 
 def median_time(fn) -> float:
-    times = []
-    for _ in range(RUNS):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return _median_time(fn, RUNS)
 
 
 def main() -> None:

@@ -1104,7 +1104,8 @@ def _write(df: pl.DataFrame, path: Path, fmt: str) -> None:
     if fmt == "parquet":
         df.write_parquet(tmp, compression="zstd", statistics=True)
     else:
-        df.write_csv(tmp, include_header=True, date_format="%Y-%m-%d", null_value="")
+        df.write_csv(tmp, include_header=True, date_format="%Y-%m-%d", datetime_format="%Y-%m-%d %H:%M:%S",
+                     null_value="")
     tmp.replace(path)
 
 

@@ -1726,17 +1726,6 @@ def _nhs_app_registrations(ctx: _Ctx) -> tuple[list[tuple[str, pl.DataFrame]], d
 # writing and the entry points
 
 
-def _write(df: pl.DataFrame, path: Path, fmt: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if fmt == "parquet":
-        df.write_parquet(tmp, compression="zstd", statistics=True)
-    else:
-        df.write_csv(tmp, include_header=True, date_format="%Y-%m-%d", datetime_format="%Y-%m-%d %H:%M:%S",
-                     null_value="")
-    tmp.replace(path)
-
-
 def _clear(folder: Path, source: str) -> None:
     """Remove files an earlier run wrote for this source (only our own file-name pattern)."""
     if folder.is_dir():
@@ -1818,7 +1807,7 @@ def generate_catalogue_sources(
         files, rows = [], 0
         for label, frame in parts:
             path = folder / f"{_PREFIX[source]}{label}.{ext}"
-            _write(frame, path, fmt)
+            d._write(frame, path, fmt)  # the foundation generator's atomic writer
             files.append(path.relative_to(out).as_posix())
             rows += frame.height
         summary["rows"][source] = rows
