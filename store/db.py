@@ -8,7 +8,9 @@ password hidden). ``get_engine`` migrates the schema to the newest revision on f
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from sqlalchemy import event
@@ -17,6 +19,8 @@ from sqlmodel import create_engine
 
 from store import models  # noqa: F401  (registers the tables)
 from store import schema
+
+_BUSY_TIMEOUT_S = 30
 
 __all__ = ["database_url", "get_engine", "dispose_engine", "init_db", "default_sqlite_path", "safe_url"]
 
@@ -51,19 +55,40 @@ def safe_url(url: str | Engine | None = None) -> str:
     return make_url(database_url(url)).render_as_string(hide_password=True)
 
 
+def _use_wal(cursor) -> None:
+    """Switch the file to WAL once (the mode persists in the file), waiting out other connections.
+
+    SQLite answers a journal-mode change with "database is locked" at once, without its busy
+    handler, while another connection holds a lock (e.g. several processes opening a new store
+    together), so the switch is retried here for up to the busy timeout.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    pause = 0.005
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.25)
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
     # WAL lets readers keep reading the last published run while a refresh writes the next.
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _use_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
 
 def _create(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": _BUSY_TIMEOUT_S})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     parsed = make_url(url)
