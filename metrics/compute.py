@@ -169,8 +169,11 @@ def _flags(step: MetricStep, columns: list[str], prefix: str) -> list[pl.Expr]:
 
 
 def _cell_keys(lf_columns: list[str], step: MetricStep) -> list[str]:
-    keys = [c for c in [LSOA, "sex_group", "ethnic_group"] if c in lf_columns]
-    if step.age_band_column in lf_columns:
+    """The finest cell of a metric: LSOA plus only the columns its breakdowns (or its DSR) need —
+    each extra key multiplies the number of cells every later step works on."""
+    wanted = {BREAKDOWN_COLUMN.get(b) for b in step.breakdowns}
+    keys = [c for c in [LSOA, "sex_group", "ethnic_group"] if c in lf_columns and (c == LSOA or c in wanted)]
+    if step.age_band_column in lf_columns and ("age_band" in step.breakdowns or step.value_type == "dsr"):
         keys.append(step.age_band_column)
     return keys
 
