@@ -1,10 +1,12 @@
 """Run a plan on validated frames: one pass per source, finest grain once, roll-ups from partials.
 
-For each source, every metric's filters become boolean columns on one prepared frame (geography,
-age bands, ethnic groups joined once). A single ``group_by`` then aggregates every additive metric
-on that source to the finest grain — month × place × neighbourhood × IMD quintile × sex × ethnic
-group × age band — as partial sums (numerator, denominator, sum of squares). Coarser periods and
-every breakdown are rolled up from those partials, and the statistics run once on the result.
+For each source, every metric's filters become boolean columns on one prepared frame (age bands,
+ethnic groups added once). A single ``group_by`` then aggregates every additive metric on that
+source to the finest grain — month × LSOA × the sex, ethnic group and age band its breakdowns use —
+as partial sums (numerator, denominator, sum of squares). Place, neighbourhood and deprivation are
+joined on those cells, which are then summed into small *slices*, one per kind of breakdown
+(place × neighbourhood × IMD quintile for the geographic ones, place × sex, place × age band, …),
+as GROUPING SETS would. Coarser periods, populations and the statistics work on the slices only.
 
 Distinct counts (people seen) are not additive across periods, so they are de-duplicated per
 period instead: each person counts once, in the cell of their first qualifying row in the period.
@@ -178,15 +180,40 @@ def _cell_keys(lf_columns: list[str], step: MetricStep) -> list[str]:
     return keys
 
 
+def _slices(step: MetricStep) -> list[tuple[list[str], list[str]]]:
+    """The slices a metric's breakdowns need: (keys, breakdowns served), ``place`` first in each.
+
+    One slice keyed place × neighbourhood × IMD quintile serves the place total and the geographic
+    breakdowns; each other breakdown gets place × its column. A DSR keeps its age bands in every
+    slice, as it standardises within each group."""
+    within = [step.age_band_column] if step.value_type == "dsr" else []
+    geographic = [b for b in step.breakdowns if b in ("neighbourhood", "imd_quintile")]
+    slices = [(["place", *geographic, *within], ["overall", *geographic])]
+    for breakdown in step.breakdowns:
+        if breakdown in ("place", "neighbourhood", "imd_quintile"):
+            continue
+        column = step.age_band_column if breakdown == "age_band" else BREAKDOWN_COLUMN[breakdown]
+        slices.append((["place", column, *within], [breakdown]))
+    return slices
+
+
+def _lookup(geography: pl.DataFrame) -> pl.LazyFrame:
+    return geography.lazy().select(pl.col("lsoa_code").alias(LSOA), *GEOGRAPHY).with_columns(
+        pl.col("imd_quintile").cast(pl.String))
+
+
 def _distinct_partials(lf: pl.LazyFrame, step: MetricStep, columns: list[str], keys: list[str],
-                       first_month: dt.date, last_month: dt.date) -> list[pl.LazyFrame]:
+                       first_month: dt.date, last_month: dt.date
+                       ) -> tuple[pl.LazyFrame | None, list[tuple[str, pl.LazyFrame]]]:
     """People counted once per period, in the cell of their first qualifying row of that period.
 
     Rows shrink first to person-months (the first qualifying row of each person in each month).
-    Fixed periods keep each person's first month in the period. Rolling windows avoid exploding
-    every row into every window: a person-month is the person's first month in exactly the windows
-    ending from max(month, previous month + window) to month + window - 1, so each person-month
-    adds +1 where that range starts and -1 after it ends, and a running sum per cell gives the count.
+    Fixed periods keep each person's first month in the period: returned as cells by period.
+    Rolling windows avoid exploding every row into every window: a person-month is the person's
+    first month in exactly the windows ending from max(month, previous month + window) to
+    month + window - 1, so each person-month adds +1 where that range starts and -1 after it ends;
+    returned as those deltas by window end (additive, so they sum into slices before the running
+    sum of ``_running_people`` turns them into counts).
     """
     counted = _flags(step, columns, "_")[0]
     # Integer codes for people sort far faster than their string ids; after sorting by person and
@@ -202,21 +229,20 @@ def _distinct_partials(lf: pl.LazyFrame, step: MetricStep, columns: list[str], k
         .collect()  # shared by every grain below: materialise once rather than re-run per branch
         .lazy()
     )
-    parts = []
+    fixed, rolling = [], []
     for grain in step.grains:
         window = _rolling_months(grain)
         if window:
-            part = _rolling_people(person_months, window, keys, first_month, last_month)
-        else:
-            start, end = period_bounds(grain, pl.col("_month"))
-            part = (person_months.with_columns(start.alias("period_start"), end.alias("period_end"))
-                    .filter(_first_of("_who", "period_start"))
-                    .group_by(["period_start", "period_end", *keys])
-                    .agg(pl.len().cast(pl.Float64).alias("numerator")))
-        part = part.with_columns(pl.lit(grain).alias("period_type"), pl.lit(None, pl.Float64).alias("sum_squares"),
-                                 pl.lit(None, pl.Float64).alias("denominator"))
-        parts.append(_complete(part, first_month, last_month))
-    return parts
+            rolling.append((grain, _rolling_deltas(person_months, window, keys)))
+            continue
+        start, end = period_bounds(grain, pl.col("_month"))
+        part = (person_months.with_columns(start.alias("period_start"), end.alias("period_end"))
+                .filter(_first_of("_who", "period_start"))
+                .group_by(["period_start", "period_end", *keys])
+                .agg(pl.len().cast(pl.Float64).alias("numerator"))
+                .with_columns(pl.lit(grain).alias("period_type")))
+        fixed.append(_complete(part, first_month, last_month))
+    return (pl.concat(fixed, how="diagonal_relaxed") if fixed else None), rolling
 
 
 def _first_of(*columns: str) -> pl.Expr:
@@ -227,18 +253,22 @@ def _first_of(*columns: str) -> pl.Expr:
     return changed.fill_null(True)
 
 
-def _rolling_people(person_months: pl.LazyFrame, window: int, keys: list[str],
-                    first_month: dt.date, last_month: dt.date) -> pl.LazyFrame:
+def _rolling_deltas(person_months: pl.LazyFrame, window: int, keys: list[str]) -> pl.LazyFrame:
     # Rows are sorted by person then month, so the previous row is the person's previous month
     # (a plain shift: a window `over` millions of people is far slower).
     previous = pl.when(pl.col("_who") == pl.col("_who").shift(1)).then(pl.col("_month").shift(1))
     starts = (pl.when(previous.is_null()).then(pl.col("_month"))
               .otherwise(pl.max_horizontal(pl.col("_month"), previous.dt.offset_by(f"{window}mo"))))
     ranges = person_months.with_columns(starts.alias("_from"), pl.col("_month").dt.offset_by(f"{window}mo").alias("_to"))
-    deltas = pl.concat([
+    return pl.concat([
         ranges.select(pl.col("_from").alias("_window_end"), pl.lit(1, pl.Int64).alias("_delta"), *keys),
         ranges.select(pl.col("_to").alias("_window_end"), pl.lit(-1, pl.Int64).alias("_delta"), *keys),
     ]).group_by(["_window_end", *keys]).agg(pl.col("_delta").sum())
+
+
+def _running_people(deltas: pl.LazyFrame, window: int, keys: list[str],
+                    first_month: dt.date, last_month: dt.date) -> pl.LazyFrame:
+    """Deltas by window end and cell → people per rolling window (a running sum per cell)."""
     window_ends = pl.LazyFrame({"_window_end": pl.date_range(first_month, last_month, "1mo", eager=True)})
     grid = deltas.select(keys).unique().join(window_ends, how="cross")
     counts = (grid.join(deltas, on=["_window_end", *keys], how="left", nulls_equal=True)
@@ -252,12 +282,15 @@ def _rolling_people(person_months: pl.LazyFrame, window: int, keys: list[str],
 
 
 def _population_cells(population: pl.DataFrame, pop_source: SourceDefinition, step: MetricStep,
-                      catalogue: Catalogue, keys: list[str]) -> pl.LazyFrame:
+                      catalogue: Catalogue, lookup: pl.LazyFrame) -> pl.DataFrame:
+    """The metric's population by year and every slice key (small: summed into slices later)."""
     lf = prepare_frame(population, pop_source, catalogue, {step.age_bands})
     if step.population_filter:
         lf = lf.filter(compile_filter(step.population_filter, pop_source.all_columns,
                                       context=f"{step.metric_id} denominator.filter").fill_null(False))
-    return lf.group_by(["year", *keys]).agg(pl.col("population").sum().cast(pl.Float64))
+    keys = list(dict.fromkeys(k for slice_keys, _ in _slices(step) for k in slice_keys))
+    return (lf.join(lookup, on=LSOA, how="inner")
+            .group_by(["year", *keys]).agg(pl.col("population").sum().cast(pl.Float64)).collect())
 
 
 def _population_years(periods: pl.LazyFrame, first_year: int, last_year: int) -> pl.LazyFrame:
@@ -280,9 +313,10 @@ def _population_years(periods: pl.LazyFrame, first_year: int, last_year: int) ->
     return pl.concat([short, long], how="diagonal_relaxed").select(*PERIOD, "year", "_weight")
 
 
-def _with_population(partials: pl.LazyFrame, cells: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
+def _with_population(partials: pl.LazyFrame, population: pl.DataFrame, keys: list[str]) -> pl.LazyFrame:
     """Attach the population of each cell. Cells with people but no events still count (zero numerator)."""
-    years = cells.select(pl.col("year").min().alias("first"), pl.col("year").max().alias("last")).collect().row(0)
+    years = (population["year"].min(), population["year"].max())
+    cells = population.lazy().group_by(["year", *keys]).agg(pl.col("population").sum())
     weights = _population_years(partials.select(PERIOD).unique(), *years)
     spine = (weights.join(cells, on="year", how="inner")
              .group_by([*PERIOD, *keys]).agg((pl.col("population") * pl.col("_weight")).sum()))
@@ -294,17 +328,18 @@ def _with_population(partials: pl.LazyFrame, cells: pl.LazyFrame, keys: list[str
             .filter(pl.col("denominator").is_not_null() | (pl.col("numerator") > 0)))
 
 
-def _breakdowns(cells: pl.LazyFrame, step: MetricStep) -> pl.LazyFrame:
-    """Fine cells → one row per place × period × breakdown group ('overall' is the place total).
+def _breakdowns(cells: pl.LazyFrame, step: MetricStep, serves: list[str]) -> pl.LazyFrame:
+    """Slice cells → one row per place × period × breakdown group ('overall' is the place total).
 
     For a DSR the age bands are kept within each group: standardisation happens per group."""
     sums = [pl.col("numerator").sum(), pl.col("denominator").sum(),
             pl.col("sum_squares").sum()]
     within = [step.age_band_column] if step.value_type == "dsr" else []
-    parts = [cells.group_by([*PERIOD, "place", *within]).agg(sums)
-             .with_columns(pl.lit("overall").alias("breakdown"), pl.col("place").alias("group"))]
-    for breakdown in step.breakdowns:
-        if breakdown == "place":
+    parts = []
+    for breakdown in serves:
+        if breakdown == "overall":
+            parts.append(cells.group_by([*PERIOD, "place", *within]).agg(sums)
+                         .with_columns(pl.lit("overall").alias("breakdown"), pl.col("place").alias("group")))
             continue
         column = step.age_band_column if breakdown == "age_band" else BREAKDOWN_COLUMN[breakdown]
         parts.append(cells.group_by([*PERIOD, "place", column, *within]).agg(sums).with_columns(
@@ -346,54 +381,69 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
     filter_columns = [*source.all_columns, *(["period_start", "period_end"] if snapshot else [])]
 
     outputs: list[pl.LazyFrame] = []
+    lookup = _lookup(geography)
+    pop_cells: dict[str, pl.DataFrame] = {}
+
+    def finish(cells: pl.LazyFrame, step: MetricStep, keys: list[str], serves: list[str]) -> None:
+        if step.population_source and step.metric_id not in pop_cells:
+            pop_cells[step.metric_id] = _population_cells(populations[step.population_source],
+                                                          catalogue.sources[step.population_source], step,
+                                                          catalogue, lookup)
+        outputs.append(_finish(cells, step, pop_cells.get(step.metric_id), keys, serves))
+
     additive = [s for s in plan.steps if not s.distinct]
     if additive:
         all_keys = sorted({k for s in additive for k in _cell_keys(columns, s)})
-        period_keys = (["period_start", "period_end"] if snapshot
+        time_keys = ["period_start", "period_end"] if snapshot else ["month"]
+        period_keys = (time_keys if snapshot
                        else [pl.col(additive[0].date_column).cast(pl.Date).dt.truncate("1mo").alias("month")])
         flags = [e for i, s in enumerate(additive) for e in _flags(s, filter_columns, f"{i}__")]
         finest = (lf.with_columns(flags).group_by([*period_keys, *all_keys])
-                  .agg(pl.col("^\\d+__.*$").sum()).collect())
+                  .agg(pl.col("^\\d+__.*$").sum()).join(lookup, on=LSOA, how="inner").collect())
         if not snapshot:
             first_month, last_month = _coverage(source, finest["month"], [g for s in additive for g in s.grains])
         for i, step in enumerate(additive):
-            keys = _cell_keys(columns, step)
             mine = {f"{i}__num": "numerator", f"{i}__den": "denominator", f"{i}__sq": "sum_squares"}
             present = {k: v for k, v in mine.items() if k in finest.columns}
-            base = (finest.lazy().select([*(["period_start", "period_end"] if snapshot else ["month"]), *keys,
-                                          *present]).rename(present))
-            if "sum_squares" not in present.values():
-                base = base.with_columns(pl.lit(None, pl.Float64).alias("sum_squares"))
-            group_time = ["period_start", "period_end"] if snapshot else ["month"]
-            base = base.group_by([*group_time, *keys]).agg(pl.col("numerator", "denominator", "sum_squares").sum())
-            if snapshot:
-                parts = [base.with_columns(pl.lit("snapshot").alias("period_type"))]
-            else:
-                parts = [_roll_months(base, g, keys, ["numerator", "denominator", "sum_squares"],
-                                      first_month, last_month) for g in step.grains]
-            cells = pl.concat(parts, how="diagonal_relaxed")
-            outputs.append(_finish(cells, step, catalogue, geography, populations, keys))
+            sums = [pl.col(k).sum().alias(v) for k, v in present.items()]
+            for keys, serves in _slices(step):
+                base = finest.lazy().group_by([*time_keys, *keys]).agg(sums)
+                if "sum_squares" not in present.values():
+                    base = base.with_columns(pl.lit(None, pl.Float64).alias("sum_squares"))
+                if snapshot:
+                    cells = base.with_columns(pl.lit("snapshot").alias("period_type"))
+                else:
+                    cells = pl.concat([_roll_months(base, g, keys, ["numerator", "denominator", "sum_squares"],
+                                                    first_month, last_month) for g in step.grains],
+                                      how="diagonal_relaxed")
+                finish(cells, step, keys, serves)
     for step in (s for s in plan.steps if s.distinct):
         keys = _cell_keys(columns, step)
         months = lf.select(pl.col(step.date_column).cast(pl.Date).dt.truncate("1mo")).collect().to_series()
-        parts = _distinct_partials(lf, step, filter_columns, keys, *_coverage(source, months, step.grains))
-        outputs.append(_finish(pl.concat(parts, how="diagonal_relaxed"), step, catalogue, geography, populations, keys))
+        first_month, last_month = _coverage(source, months, step.grains)
+        fixed, rolling = _distinct_partials(lf, step, filter_columns, keys, first_month, last_month)
+        fixed = fixed.join(lookup, on=LSOA, how="inner").collect().lazy() if fixed is not None else None
+        rolling = [(grain, deltas.join(lookup, on=LSOA, how="inner").collect().lazy()) for grain, deltas in rolling]
+        for slice_keys, serves in _slices(step):
+            parts = [] if fixed is None else [
+                fixed.group_by([*PERIOD, *slice_keys]).agg(pl.col("numerator").sum())]
+            for grain, deltas in rolling:
+                summed = deltas.group_by(["_window_end", *slice_keys]).agg(pl.col("_delta").sum())
+                people = _running_people(summed, _rolling_months(grain), slice_keys, first_month, last_month)
+                parts.append(_complete(people.with_columns(pl.lit(grain).alias("period_type")), first_month, last_month))
+            cells = pl.concat(parts, how="diagonal_relaxed").with_columns(
+                pl.lit(None, pl.Float64).alias("sum_squares"), pl.lit(None, pl.Float64).alias("denominator"))
+            finish(cells, step, slice_keys, serves)
     frames = pl.collect_all(outputs)
     return pl.concat([f.select(OUTPUT_COLUMNS) for f in frames], how="vertical_relaxed")
 
 
-def _finish(cells: pl.LazyFrame, step: MetricStep, catalogue: Catalogue, geography: pl.DataFrame | None,
-            populations: dict[str, pl.DataFrame], keys: list[str]) -> pl.LazyFrame:
+def _finish(cells: pl.LazyFrame, step: MetricStep, population: pl.DataFrame | None, keys: list[str],
+            serves: list[str]) -> pl.LazyFrame:
     if step.population_source:
-        pop_source = catalogue.sources[step.population_source]
-        pop_keys = [k for k in keys if k != "ethnic_group"]
-        cells = cells.group_by([*PERIOD, *pop_keys]).agg(pl.col("numerator", "sum_squares").sum())
-        pop_cells = _population_cells(populations[step.population_source], pop_source, step, catalogue, pop_keys)
-        cells = _with_population(cells, pop_cells, pop_keys)
+        cells = cells.group_by([*PERIOD, *keys]).agg(pl.col("numerator", "sum_squares").sum())
+        cells = _with_population(cells, population, keys)
     elif step.value_type == "proportion":
         cells = cells.filter(pl.col("denominator") > 0)
-    lookup = geography.lazy().select(pl.col("lsoa_code").alias(LSOA), "place", "neighbourhood",
-                                     pl.col("imd_quintile").cast(pl.String))
-    cells = cells.join(lookup, on=LSOA, how="inner")
-    # Fine cells are small; materialising them stops each breakdown's branch re-running the plan.
-    return _statistics(_breakdowns(cells.collect().lazy(), step), step)
+    # Slices are small; materialising them stops each breakdown's branch re-running the plan.
+    return _statistics(_breakdowns(cells.collect().lazy(), step, serves), step)
