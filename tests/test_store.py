@@ -202,6 +202,42 @@ def test_bulk_writes_round_trip_exactly(engine):
     assert run["sources"] == {"s": {"rows": 1}} and run["timings"] == {"total": 1.5}
 
 
+def test_sqlite_bulk_writes_store_what_core_inserts_store(tmp_path):
+    """SQLite's fast path (a prepared executemany over row tuples) stores every value byte for byte
+    as SQLAlchemy Core's insert(model) does: dates as ISO text, NaN and None as NULL, floats exact."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    engine = store.get_engine(url)
+    try:
+        values = _values(60).with_columns(
+            pl.Series("value", [1 / 3, float("nan"), None, 1e-300, -0.0, 2.5e300] * 10, dtype=pl.Float64),
+            pl.Series("group", ["", "a,b", 'q"uote', "new\nline", "\\N", "Ynys Môn"] * 10))
+        quarantine = _quarantine(20)
+        fast, core = store.start_run(engine), store.start_run(engine)
+        with engine.begin() as conn:
+            for run_id in (fast, core):
+                run = pl.lit(run_id, pl.Int64)
+                for model, frame in ((store.MetricValue, values.with_columns(run.alias("computed_run_id"))),
+                                     (store.QuarantinedRow, quarantine)):
+                    frame = frame.with_columns(run.alias("run_id"))
+                    if run_id == fast:
+                        repository._bulk_insert(conn, model, frame)
+                    else:
+                        conn.execute(sa.insert(model), frame.to_dicts())
+
+        def stored(model, run_id: int) -> list[str]:
+            columns = [c.name for c in model.__table__.columns if c.name not in ("id", "run_id", "computed_run_id")]
+            selected = ", ".join(f'"{c}", typeof("{c}")' for c in columns)  # "group" is a keyword
+            query = (f"SELECT {selected} "
+                     f"FROM {model.__tablename__} WHERE run_id = ? ORDER BY id")
+            with engine.connect() as conn:
+                return [repr(tuple(row)) for row in conn.exec_driver_sql(query, (run_id,))]
+
+        for model in (store.MetricValue, store.QuarantinedRow):
+            assert stored(model, fast) == stored(model, core) != []
+    finally:
+        store.dispose_engine(url)
+
+
 def test_datetimes_are_timezone_aware_utc(engine):
     before = dt.datetime.now(dt.UTC)
     run_id = _publish(engine, _values(3))
