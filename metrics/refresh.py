@@ -25,6 +25,7 @@ The result is exactly what a full refresh of the same extracts would publish (te
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import subprocess
@@ -43,6 +44,7 @@ from metrics.compute import OUTPUT_COLUMNS, compute_source
 from metrics.definitions import Catalogue, MetricDefinition, load_catalogue
 from metrics.errors import SourceError
 from metrics.plan import build_plan
+from metrics import source_cache
 from metrics.benchmarks import read_fingertips
 from metrics.judge import judge
 from metrics.sources import LoadedSource, fingerprint_files, load_source, source_files
@@ -51,6 +53,8 @@ __all__ = ["refresh", "RefreshResult", "ExtractChanged", "RefreshCancelled", "de
            "definition_record"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Keep each activity source's validated rows for the next incremental refresh (metrics.source_cache).
+_CACHE_SOURCES = os.environ.get("OUTCOMES_SOURCE_CACHE", "on").lower() not in ("off", "0", "false", "no")
 
 
 def default_definitions_dir() -> Path:
@@ -59,6 +63,19 @@ def default_definitions_dir() -> Path:
         return Path(os.environ["OUTCOMES_DEFINITIONS"])
     bundled = PROJECT_ROOT / "definitions"
     return bundled if bundled.is_dir() else Path.cwd() / "definitions"
+
+
+def cache_dir(engine: Engine) -> Path:
+    """Where refreshes keep each source's validated rows (``metrics.source_cache``): next to a
+    SQLite store's file, else ``OUTCOMES_CACHE_DIR``, else ``var/cache/<hash of the store's URL>``."""
+    if os.environ.get("OUTCOMES_CACHE_DIR"):
+        return Path(os.environ["OUTCOMES_CACHE_DIR"])
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        database = Path(url.database)
+        return database.with_name(database.name + ".cache")
+    digest = hashlib.sha256(store.safe_url(engine).encode()).hexdigest()[:12]
+    return store.default_sqlite_path().parent / "cache" / digest
 
 
 _CODE_VERSION: str | None = None
@@ -389,14 +406,21 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
     previous_sources = decision.previous_sources if decision else {}
     columns_needed = {p.source_id: p.columns for p in plan.sources}
 
-    def load(source_id: str, known: list[str] | None) -> LoadedSource | None:
+    def load(source_id: str, known: list[str] | None, cached: bool = False) -> LoadedSource | None:
         checkpoint()
         started = time.perf_counter()
         identity = _identity(catalogue, source_id, as_of)
         before = _stat(catalogue, source_id, data_dir)
+        depends_on = {**identity, "columns": list(columns_needed.get(source_id) or []), "code": code_version(),
+                      "lsoas": hashlib.sha256("\n".join(sorted(known or [])).encode()).hexdigest()}
+        previous_load = None
+        if cached and decision is not None and decision.previous_id is not None:
+            previous_load = source_cache.load(
+                cache_dir(engine), source_id, depends_on, previous_sources.get(source_id),
+                lambda: store.read_quarantine(engine, run=decision.previous_id, source=source_id).drop("run_id"))
         try:
             loaded = load_source(catalogue.sources[source_id], data_dir, as_of=as_of, known_lsoas=known,
-                                 columns=columns_needed.get(source_id))
+                                 columns=columns_needed.get(source_id), previous=previous_load)
         except SourceError as exc:
             _unchanged_while_read(catalogue, source_id, data_dir, before)
             sources[source_id] = {"status": "failed", "error": str(exc),
@@ -404,6 +428,11 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
             say(f"  {source_id}: FAILED — {exc}")
             return None
         _unchanged_while_read(catalogue, source_id, data_dir, before)
+        if cached and _CACHE_SOURCES:
+            writer = threading.Thread(target=source_cache.save, args=(cache_dir(engine), loaded, depends_on),
+                                      name=f"cache-{source_id}", daemon=True)
+            writer.start()
+            cache_writers.append(writer)
         sources[source_id] = _source_summary(loaded, time.perf_counter() - started, identity)
         say(f"  {source_id}: {loaded.rows_valid:,} rows valid, {loaded.rows_quarantined:,} quarantined, "
             f"{loaded.rows_superseded:,} superseded ({time.perf_counter() - started:.1f} s)")
@@ -417,6 +446,7 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
             quarantine.append(store.read_quarantine(engine, run=decision.previous_id, source=source_id).drop("run_id"))
 
     values, failed, carried, quarantine = [], [], [], []
+    cache_writers: list[threading.Thread] = []
     lookup_ids = [s.id for s in catalogue.sources.values() if s.kind == "lookup"]
     geography = None
     if lookup_ids and fresh:
@@ -440,7 +470,7 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
     # largest source rather than all of them together.
     for source_plan in fresh:
         tick = time.perf_counter()
-        loaded = load(source_plan.source_id, known)
+        loaded = load(source_plan.source_id, known, cached=True)
         timings["load_validate"] = round(timings["load_validate"] + time.perf_counter() - tick, 3)
         pops = {s.population_source for s in source_plan.steps if s.population_source}
         if loaded is None or any(populations.get(p) is None for p in pops):
@@ -494,6 +524,8 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
     store.publish_run(engine, run_id, values=combined, definitions=definitions, quarantine=quarantine_frame,
                       sources=sources, timings=timings, definition_versions=versions, frames=frames)
     timings["write"] = round(time.perf_counter() - tick, 3)
+    for writer in cache_writers:  # before the lease goes: the next refresh may read what they write
+        writer.join()
     quarantined = quarantine_frame.height if quarantine_frame is not None else 0
     say(f"run {run_id} published: {combined.height:,} values, {quarantined:,} rows quarantined"
         + (f"; carried forward {', '.join(carried)} (source failed: {', '.join(failed)})" if carried else ""))

@@ -7,7 +7,7 @@ publishes a run atomically, so readers always see one complete run; a lease (``s
 exactly one refresh run at a time.
 """
 
-from store.db import database_url, dispose_engine, get_engine, init_db, safe_url
+from store.db import database_url, default_sqlite_path, dispose_engine, get_engine, init_db, safe_url
 from store.lease import (
     DEFAULT_LEASE,
     Lease,
@@ -84,6 +84,7 @@ __all__ = [
     "renew_lease",
     "resolve_run",
     "safe_url",
+    "default_sqlite_path",
     "schema_status",
     "start_run",
     "try_acquire_lease",
