@@ -143,7 +143,8 @@ def _identity(catalogue: Catalogue, source_id: str, as_of: dt.date) -> dict:
 
 def _source_summary(loaded: LoadedSource, seconds: float, identity: dict) -> dict:
     by_rule = (loaded.quarantine.group_by("rule").len().sort("rule").rows() if loaded.quarantine.height else [])
-    return {"status": "ok", "files": loaded.files, "rows_read": loaded.rows_read, "rows_valid": loaded.rows_valid,
+    return {"status": "ok", "files": loaded.files, "files_read": loaded.files_read,
+            "rows_read": loaded.rows_read, "rows_valid": loaded.rows_valid,
             "rows_quarantined": loaded.rows_quarantined, "rows_superseded": loaded.rows_superseded,
             "quarantined_by_rule": dict(by_rule), "seconds": round(seconds, 3), **identity}
 

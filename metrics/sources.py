@@ -72,6 +72,7 @@ class LoadedSource:
     rows_read: int = 0
     rows_superseded: int = 0
     warnings: list[str] = field(default_factory=list)
+    files_read: int = 0  # fewer than ``files`` when an earlier load supplied the rest (``PreviousLoad``)
 
     @property
     def rows_valid(self) -> int:
@@ -437,7 +438,7 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
             needed |= {*source.dedup.key, source.dedup.keep_latest_by}
         keep = [c for c in [*source.all_columns, _FILE, _ROW] if c in needed]
     valid_parts, quarantine_parts, batch = [], [], []
-    rows_read = 0
+    rows_read = files_read = 0
 
     def validate_batch() -> None:
         # Validation runs on batches of files: small enough to bound memory, large enough that
@@ -456,6 +457,7 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
             rows_read += fingerprint["rows"]
             continue
         raw = _read_file(source, path)
+        files_read += 1
         fingerprint["rows"] = raw.height
         rows_read += raw.height
         parsed, bad = _parse(source, raw, path)
@@ -505,4 +507,4 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
     quarantine = quarantine.with_columns(pl.lit(source.id).alias("source_id")).select(list(QUARANTINE_SCHEMA))
     quarantine = quarantine.cast(QUARANTINE_SCHEMA).sort("file", "row_number")
     return LoadedSource(source=source, frame=frame, quarantine=quarantine, files=prints,
-                        rows_read=rows_read, rows_superseded=superseded)
+                        rows_read=rows_read, rows_superseded=superseded, files_read=files_read)

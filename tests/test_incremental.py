@@ -129,6 +129,10 @@ def test_an_incremental_refresh_publishes_exactly_what_a_full_refresh_would(engi
         "spells_with_discharge_ready_date": {first.run_id}}
     run = store.read_run(engine, contacts.run_id)
     assert run["sources"]["inpatient_spells"]["carried_from_run"] == first.run_id
+    # Only the new file was read: the earlier months came from the rows the last run validated.
+    assert run["sources"]["community_contacts"]["files_read"] == 1
+    assert run["sources"]["community_contacts"]["rows_read"] == store.read_run(engine, contacts.run_id + 1)[
+        "sources"]["community_contacts"]["rows_read"]
     assert run["sources"]["community_contacts"]["rows_quarantined"] == 1
     assert store.read_quarantine(engine, run=contacts.run_id, source="inpatient_spells").height == 4
     july = store.read_values(engine, run=contacts.run_id, metric="community_contacts_per_1000", breakdown="overall",
@@ -174,3 +178,20 @@ def test_a_scoped_refresh_leaves_other_sources_to_their_own_schedule(engine, han
                      scope=["inpatient_spells"])
     assert lookup.recomputed == ["breast_screening", "community_contacts", "inpatient_spells"]
     assert "Town centre" in store.read_values(engine, breakdown="neighbourhood")["group"].to_list()
+
+
+def test_only_a_pure_append_lets_a_load_start_from_the_last_one(definitions):
+    from metrics.sources import appended_files
+
+    sources = load_catalogue(definitions).sources
+    contacts, screening = sources["community_contacts"], sources["breast_screening"]
+    assert contacts.dedup and not contacts.key  # resubmissions only
+    june, july = ({"file": f"contacts_2024-0{m}.csv", "bytes": m, "sha256": str(m) * 64} for m in (6, 7))
+    assert appended_files(contacts, [june], [june, july]) == [july["file"]]
+    assert appended_files(contacts, [june], [june]) is None                     # nothing new
+    assert appended_files(contacts, [july], [june, july]) is None               # a new file sorting earlier
+    assert appended_files(contacts, [june], [{**june, "sha256": "x" * 64}, july]) is None  # an earlier file changed
+    assert appended_files(contacts, [june, july], [july]) is None               # a file removed
+    assert appended_files(screening, [june], [june, july]) == [july["file"]]    # a key only: still an append
+    both = contacts.model_copy(update={"key": ["contact_id"]})
+    assert appended_files(both, [june], [june, july]) is None  # resubmissions *and* a key: read everything
