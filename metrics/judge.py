@@ -17,6 +17,8 @@ stores with the run, so apps and exports only read them:
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
+
 import polars as pl
 
 from metrics.definitions import Catalogue, MetricDefinition
@@ -79,9 +81,14 @@ def _metric_frame(catalogue: Catalogue, metric_ids: list[str]) -> pl.DataFrame:
                                       "target": pl.Float64})
 
 
-def _spc(values: pl.DataFrame, catalogue: Catalogue, metrics: pl.DataFrame) -> pl.DataFrame:
+def _spc(values: pl.DataFrame, catalogue: Catalogue, metrics: pl.DataFrame,
+         earlier: pl.DataFrame | None = None) -> pl.DataFrame:
     judged = values.join(metrics, left_on=["metric_id", "period_type"], right_on=["metric_id", "spc_period_type"])
     parts = []
+    if earlier is not None and not earlier.is_empty():
+        # Series of unchanged metrics: the earlier run's judgement is what xmr would give again.
+        parts.append(earlier)
+        judged = judged.filter(~pl.col("metric_id").is_in(earlier["metric_id"].unique().implode()))
     # One vectorised call per distinct combination of settings (a handful), not per series.
     settings = {m: _spc_settings(catalogue.metrics[m]) for m in judged["metric_id"].unique().sort()}
     for combination in {tuple(sorted(s.items())) for s in settings.values()}:
@@ -161,7 +168,8 @@ def _value_type_for_sii(metric: MetricDefinition) -> tuple[str, float]:
     return "other", 1.0
 
 
-def _inequalities(values: pl.DataFrame, catalogue: Catalogue, metrics: pl.DataFrame) -> pl.DataFrame:
+def _inequalities(values: pl.DataFrame, catalogue: Catalogue, metrics: pl.DataFrame,
+                  earlier: pl.DataFrame | None = None) -> pl.DataFrame:
     quintiles = (values.filter(pl.col("breakdown") == "imd_quintile")
                  .join(metrics, left_on=["metric_id", "period_type"], right_on=["metric_id", "spc_period_type"]))
     if quintiles.is_empty():
@@ -187,7 +195,15 @@ def _inequalities(values: pl.DataFrame, catalogue: Catalogue, metrics: pl.DataFr
     ).drop("_se1", "_se5")
 
     sii_parts = []
+    sii_columns = ["sii", "sii_lower_95", "sii_upper_95", "rii", "rii_lower_95", "rii_upper_95"]
+    known = set()
+    if earlier is not None and not earlier.is_empty() and set(sii_columns) <= set(earlier.columns):
+        # The simulations are the slow part; for unchanged metrics they would give the same again.
+        sii_parts.append(earlier.select(*keys, *sii_columns))
+        known = set(earlier["metric_id"].unique())
     for metric_id in gaps["metric_id"].unique().sort():
+        if metric_id in known:
+            continue
         metric = catalogue.metrics[metric_id]
         value_type, scale = _value_type_for_sii(metric)
         frame = quintiles.filter(pl.col("metric_id") == metric_id, pl.col("denominator") > 0)
@@ -269,12 +285,25 @@ def _scorecard(values: pl.DataFrame, catalogue: Catalogue, metrics: pl.DataFrame
     return card.join(info, on="metric_id", how="left").sort("outcome", "metric_id", "place")
 
 
-def judge(values: pl.DataFrame, catalogue: Catalogue, *, benchmarks: pl.DataFrame | None = None) -> Judgements:
-    """All judgements on one run's values. ``benchmarks``: metric_id, period_end, benchmark, value."""
+def judge(values: pl.DataFrame, catalogue: Catalogue, *, benchmarks: pl.DataFrame | None = None,
+          earlier: Mapping[str, pl.DataFrame] | None = None, unchanged: Collection[str] = ()) -> Judgements:
+    """All judgements on one run's values. ``benchmarks``: metric_id, period_end, benchmark, value.
+
+    ``earlier`` (an incremental refresh): the frames judged in the run the ``unchanged`` metrics'
+    values were carried from (same values, same definitions). Their SPC series and SII simulations
+    are taken from there rather than recomputed: the result is the same, only faster."""
     values = values.filter(pl.col("metric_id").is_in(list(catalogue.metrics)))
     metrics = _metric_frame(catalogue, values["metric_id"].unique().sort().to_list())
-    spc = _spc(values, catalogue, metrics)
+    earlier, reuse = earlier or {}, list(unchanged)
+
+    def earlier_rows(name: str) -> pl.DataFrame | None:
+        frame = earlier.get(name)
+        if frame is None or frame.is_empty() or not reuse:
+            return None
+        return frame.filter(pl.col("metric_id").is_in(reuse))
+
+    spc = _spc(values, catalogue, metrics, earlier_rows("spc"))
     comparisons = _comparisons(values, metrics, benchmarks)
-    inequalities = _inequalities(values, catalogue, metrics)
+    inequalities = _inequalities(values, catalogue, metrics, earlier_rows("inequalities"))
     scorecard = _scorecard(values, catalogue, metrics, spc, comparisons, inequalities)
     return Judgements(spc=spc, comparisons=comparisons, inequalities=inequalities, scorecard=scorecard)

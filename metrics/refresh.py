@@ -508,7 +508,11 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
     checkpoint()
     tick = time.perf_counter()
     benchmarks = _benchmarks(data_dir, catalogue, sources, say)
-    judgements = judge(combined, catalogue, benchmarks=benchmarks)
+    earlier = {}
+    if reused_metrics and decision is not None and decision.previous_id is not None:
+        # Unchanged metrics keep the values (and so the judgements) of the run they were carried from.
+        earlier = {name: store.read_frame(engine, name, decision.previous_id) for name in ("spc", "inequalities")}
+    judgements = judge(combined, catalogue, benchmarks=benchmarks, earlier=earlier, unchanged=reused_metrics)
     frames = {**judgements, "benchmarks": benchmarks}
     timings["judge"] = round(time.perf_counter() - tick, 3)
 
