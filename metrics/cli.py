@@ -73,19 +73,31 @@ def demo_data(out: Path, scale: float, seed: int, fmt: str, months: int, start_m
 @main.command()
 @_definitions_option
 def validate(definitions_dir: Path | None) -> None:
-    """Check every definition: fields, types, filters, columns, breakdowns. Exit 1 on any error.
+    """Check every definition (fields, types, filters, columns, breakdowns) and the refresh
+    schedule (schedule.yaml, or OUTCOMES_SCHEDULE). Exit 1 on any error.
 
     Example: outcomes validate --definitions definitions/
     """
     from metrics.definitions import load_definitions
     from metrics.refresh import default_definitions_dir
 
+    from metrics.errors import DefinitionError
+    from metrics.schedule import default_schedule_path, load_schedule
+
     root = definitions_dir or default_definitions_dir()
     catalogue, issues = load_definitions(root)
+    schedule_path = default_schedule_path(root)
+    checked = ""
+    if schedule_path.is_file():  # the refresh service's schedule is a definition too
+        checked = f" and {schedule_path.name}"
+        try:
+            load_schedule(schedule_path, catalogue=catalogue, every_minute=False)
+        except DefinitionError as exc:
+            issues = [*issues, *exc.issues]
     for issue in issues:
         click.echo(str(issue))
     errors = [i for i in issues if i.level == "error"]
-    click.echo(f"{len(catalogue.sources)} sources, {len(catalogue.metrics)} metrics checked in {root}: "
+    click.echo(f"{len(catalogue.sources)} sources, {len(catalogue.metrics)} metrics{checked} checked in {root}: "
                f"{len(errors)} error(s), {len(issues) - len(errors)} warning(s)")
     sys.exit(1 if errors else 0)
 

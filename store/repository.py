@@ -216,16 +216,22 @@ def record_timings(engine: Engine, run_id: int, timings: dict) -> None:
         conn.execute(update(RefreshRun).where(RefreshRun.id == run_id).values(timings_json=json.dumps(timings)))
 
 
-def abandon_stale_runs(engine: Engine) -> list[int]:
-    """Mark ``running`` runs whose process on this host has gone as failed (killed mid-refresh)."""
+def abandon_stale_runs(engine: Engine, *, lease_held: bool = False) -> list[int]:
+    """Mark ``running`` runs that can no longer finish as failed (killed mid-refresh).
+
+    Without the refresh lease only this host's runs whose process has gone can be known dead.
+    With it (``lease_held``: the caller holds the lease every refresh takes for its whole run),
+    every other ``running`` run, on any host, lost its lease and can never publish."""
     host = socket.gethostname()
     with engine.begin() as conn:
         rows = conn.execute(select(RefreshRun.id, RefreshRun.pid, RefreshRun.host)
                             .where(RefreshRun.status == "running")).all()
-        stale = [r.id for r in rows if r.host == host and r.pid is not None and not _alive(r.pid)]
+        stale = [r.id for r in rows
+                 if lease_held or (r.host == host and r.pid is not None and not _alive(r.pid))]
         if stale:
             conn.execute(update(RefreshRun).where(RefreshRun.id.in_(stale)).values(
-                status="failed", finished_at=_now(), error="abandoned: the refresh process ended before publishing"))
+                status="failed", finished_at=_now(),
+                error="abandoned: the refresh process ended (or lost the refresh lease) before publishing"))
             # Nothing of an unpublished run is visible, but don't keep its half-written rows either.
             conn.execute(delete(MetricValue).where(MetricValue.run_id.in_(stale)))
     return stale

@@ -40,6 +40,16 @@ def test_validate_list_and_explain(cli):
     assert "in scope: patient_classification = 1" in cli("explain", "--metrics", "discharged_on_ready_date").output
 
 
+def test_validate_checks_the_refresh_schedule_too(cli, tmp_path, monkeypatch):
+    schedule = tmp_path / "schedule.yaml"
+    monkeypatch.setenv("OUTCOMES_SCHEDULE", str(schedule))
+    schedule.write_text("extracts: var/demo\nsources:\n  community_contacts:\n    cron: '0 6 * * *'\n")
+    assert "schedule.yaml checked" in cli("validate").output
+    schedule.write_text("extracts: var/demo\nsources:\n  community_contact:\n    cron: '0 6 * * *'\n")
+    output = cli("validate", code=1).output
+    assert "schedule.yaml" in output and "unknown source 'community_contact'" in output and "1 error(s)" in output
+
+
 def test_refresh_then_read_values(cli, handbuilt_dir, tmp_path):
     result = cli("refresh", "--data", str(handbuilt_dir), "--as-of", "2026-01-01")
     summary = json.loads(result.stdout)

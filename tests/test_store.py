@@ -313,3 +313,13 @@ def test_a_bare_postgresql_url_means_psycopg_and_passwords_are_hidden():
     assert url == "postgresql+psycopg://outcomes:s3cret@db.example/outcomes"
     assert store.database_url("postgres://u:p@h/d") == "postgresql+psycopg://u:p@h/d"
     assert store.safe_url(url) == "postgresql+psycopg://outcomes:***@db.example/outcomes"
+
+
+def test_a_run_left_running_on_another_host_is_abandoned_by_the_next_lease_holder(engine):
+    run_id = store.start_run(engine, trigger="test")
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE refresh_run SET host = 'another-host', pid = 1 WHERE id = :id"), {"id": run_id})
+    assert store.abandon_stale_runs(engine) == []  # its process can't be checked from here...
+    assert store.abandon_stale_runs(engine, lease_held=True) == [run_id]  # ...but it no longer holds the lease
+    run = store.list_runs(engine).row(0, named=True)
+    assert run["status"] == "failed" and "abandoned" in run["error"]
