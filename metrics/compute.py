@@ -202,47 +202,87 @@ def _lookup(geography: pl.DataFrame) -> pl.LazyFrame:
         pl.col("imd_quintile").cast(pl.String))
 
 
-def _distinct_partials(lf: pl.LazyFrame, step: MetricStep, columns: list[str], keys: list[str],
+def _distinct_rows(lf: pl.LazyFrame, step: MetricStep, columns: list[str], keys: list[str]) -> pl.LazyFrame:
+    """The rows a distinct count looks at: its qualifying rows' date, person and cell keys."""
+    counted = _flags(step, columns, "_")[0]
+    return (lf.filter(counted == 1)
+            .select(pl.col(step.date_column).cast(pl.Date).alias("_date"),
+                    pl.col(step.count_distinct).cast(pl.String).alias("_id"), *keys))
+
+
+def _distinct_partials(rows: pl.DataFrame, step: MetricStep, keys: list[str],
                        first_month: dt.date, last_month: dt.date
                        ) -> tuple[pl.LazyFrame | None, list[tuple[str, pl.LazyFrame]]]:
     """People counted once per period, in the cell of their first qualifying row of that period.
 
-    Rows shrink first to person-months (the first qualifying row of each person in each month).
-    Fixed periods keep each person's first month in the period: returned as cells by period.
-    Rolling windows avoid exploding every row into every window: a person-month is the person's
-    first month in exactly the windows ending from max(month, previous month + window) to
-    month + window - 1, so each person-month adds +1 where that range starts and -1 after it ends;
-    returned as those deltas by window end (additive, so they sum into slices before the running
-    sum of ``_running_people`` turns them into counts).
+    Rows (``_distinct_rows``) shrink first to person-months (the first qualifying row of each person
+    in each month). Fixed periods count each person in their first month in the period: a flag per
+    grain on each person-month, summed by month and cell in one pass, then by period: returned as
+    cells by period. Rolling windows avoid exploding every row into every window: a person-month
+    is the person's first month in exactly the windows ending from max(month, previous month +
+    window) to month + window - 1, so each person-month adds +1 where that range starts and -1
+    after it ends; returned as those deltas by window end (additive, so they sum into slices
+    before the running sum of ``_running_people`` turns them into counts).
     """
-    counted = _flags(step, columns, "_")[0]
-    # Integer codes for people sort far faster than their string ids; after sorting by person and
-    # date, the first row of each person-month is where the person or the month changes.
-    person_months = (
-        lf.filter(counted == 1)
-        .select(pl.col(step.date_column).cast(pl.Date).alias("_date"),
-                pl.col(step.count_distinct).cast(pl.String).cast(pl.Categorical).to_physical().alias("_who"), *keys)
-        .with_columns(pl.col("_date").dt.truncate("1mo").alias("_month"))
-        .sort(["_who", "_date"])
-        .filter(_first_of("_who", "_month"))
-        .drop("_date")
-        .collect()  # shared by every grain below: materialise once rather than re-run per branch
-        .lazy()
-    )
-    fixed, rolling = [], []
-    for grain in step.grains:
-        window = _rolling_months(grain)
-        if window:
-            rolling.append((grain, _rolling_deltas(person_months, window, keys)))
-            continue
-        start, end = period_bounds(grain, pl.col("_month"))
-        part = (person_months.with_columns(start.alias("period_start"), end.alias("period_end"))
-                .filter(_first_of("_who", "period_start"))
-                .group_by(["period_start", "period_end", *keys])
-                .agg(pl.len().cast(pl.Float64).alias("numerator"))
-                .with_columns(pl.lit(grain).alias("period_type")))
-        fixed.append(_complete(part, first_month, last_month))
+    # After sorting by person and date, the first row of each person-month is where the person or
+    # the month changes (ties keep the extract's order).
+    person_months = (_sorted_by_person_and_date(rows)
+                     .with_columns(pl.col("_date").dt.truncate("1mo").alias("_month"))
+                     .filter(_first_of("_who", "_month"))
+                     .drop("_date"))
+    new_person = pl.col("_who") != pl.col("_who").shift(1)
+    fixed_grains = [g for g in step.grains if not _rolling_months(g)]
+    first_in = []
+    for grain in fixed_grains:
+        start, _ = period_bounds(grain, pl.col("_month"))
+        first_in.append((new_person | (start != start.shift(1))).fill_null(True).cast(pl.UInt32).alias(f"_first_{grain}"))
+    fixed = []
+    if fixed_grains:
+        by_month = (person_months.lazy().with_columns(first_in).group_by(["_month", *keys])
+                    .agg(pl.col(f"_first_{g}").sum() for g in fixed_grains).collect().lazy())
+        for grain in fixed_grains:
+            start, end = period_bounds(grain, pl.col("_month"))
+            part = (by_month.with_columns(start.alias("period_start"), end.alias("period_end"))
+                    .group_by(["period_start", "period_end", *keys])
+                    .agg(pl.col(f"_first_{grain}").sum().cast(pl.Float64).alias("numerator"))
+                    .filter(pl.col("numerator") > 0)
+                    .with_columns(pl.lit(grain).alias("period_type")))
+            fixed.append(_complete(part, first_month, last_month))
+    rolling = [(grain, _rolling_deltas(person_months.lazy(), _rolling_months(grain), keys))
+               for grain in step.grains if _rolling_months(grain)]
     return (pl.concat(fixed, how="diagonal_relaxed") if fixed else None), rolling
+
+
+_DAY_BITS = 16  # days since 1970 in the low bits of the sort key: dates up to 2149
+
+
+def _sorted_by_person_and_date(rows: pl.DataFrame) -> pl.DataFrame:
+    """``rows`` (``_id``, ``_date``, ...) sorted by person then date, with ``_who`` an integer per
+    person in place of ``_id``.
+
+    Sorting millions of string ids (or first coding them as categoricals) is the slow part of
+    counting people, so each id is hashed to 64 bits and the sort runs on one integer: the hash's
+    top 48 bits then the day. That is exact only if no two people share those 48 bits, which is
+    checked every time: the number of distinct 48-bit codes must equal the number of distinct
+    values of a second, independent 64-bit hash of the ids (a collision in the codes goes
+    unnoticed only if the second hash has collisions that hide exactly as many: for a million
+    people, a chance below one in 10¹⁰). If the check fails, or a date falls outside 1970–2149, the
+    sort runs on the ids themselves.
+    """
+    ids = pl.col("_id")
+    person = ids.hash(seed=0) // (1 << _DAY_BITS)
+    checks = rows.select(
+        ids.hash(seed=1).n_unique().alias("people"), person.n_unique().alias("codes"),
+        pl.col("_date").min().alias("first"), pl.col("_date").max().alias("last"),
+    ).row(0, named=True)
+    days = pl.col("_date").cast(pl.Int64)
+    if (rows.height and checks["people"] == checks["codes"] and checks["first"] >= dt.date(1970, 1, 1)
+            and (checks["last"] - dt.date(1970, 1, 1)).days < 1 << _DAY_BITS):
+        key = person * (1 << _DAY_BITS) + days.cast(pl.UInt64)
+        return (rows.with_columns(person.alias("_who"), key.alias("_key"))
+                .sort("_key", maintain_order=True).drop("_key", "_id"))
+    return rows.sort(["_id", "_date"], maintain_order=True).with_columns(
+        pl.col("_id").rle_id().alias("_who")).drop("_id")
 
 
 def _first_of(*columns: str) -> pl.Expr:
@@ -391,15 +431,29 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
                                                           catalogue, lookup)
         outputs.append(_finish(cells, step, pop_cells.get(step.metric_id), keys, serves))
 
+    # One scan of the rows feeds everything: the finest cells of the additive metrics and, for each
+    # distinct count, its qualifying rows and the months the extract covers (collected together so
+    # the prepared frame is computed once).
     additive = [s for s in plan.steps if not s.distinct]
+    distinct = [s for s in plan.steps if s.distinct]
+    scans: list[pl.LazyFrame] = []
     if additive:
         all_keys = sorted({k for s in additive for k in _cell_keys(columns, s)})
         time_keys = ["period_start", "period_end"] if snapshot else ["month"]
         period_keys = (time_keys if snapshot
                        else [pl.col(additive[0].date_column).cast(pl.Date).dt.truncate("1mo").alias("month")])
         flags = [e for i, s in enumerate(additive) for e in _flags(s, filter_columns, f"{i}__")]
-        finest = (lf.with_columns(flags).group_by([*period_keys, *all_keys])
-                  .agg(pl.col("^\\d+__.*$").sum()).join(lookup, on=LSOA, how="inner").collect())
+        scans.append(lf.with_columns(flags).group_by([*period_keys, *all_keys])
+                     .agg(pl.col("^\\d+__.*$").sum()).join(lookup, on=LSOA, how="inner"))
+    else:
+        scans.append(pl.LazyFrame())
+    for step in distinct:
+        month = pl.col(step.date_column).cast(pl.Date).dt.truncate("1mo")
+        scans += [_distinct_rows(lf, step, filter_columns, _cell_keys(columns, step)),
+                  lf.select(pl.concat([month.min(), month.max()]).alias("month"))]
+    scanned = pl.collect_all(scans)
+    if additive:
+        finest = scanned[0]
         if not snapshot:
             first_month, last_month = _coverage(source, finest["month"], [g for s in additive for g in s.grains])
         for i, step in enumerate(additive):
@@ -417,11 +471,10 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
                                                     first_month, last_month) for g in step.grains],
                                       how="diagonal_relaxed")
                 finish(cells, step, keys, serves)
-    for step in (s for s in plan.steps if s.distinct):
+    for step, rows, months in zip(distinct, scanned[1::2], scanned[2::2], strict=True):
         keys = _cell_keys(columns, step)
-        months = lf.select(pl.col(step.date_column).cast(pl.Date).dt.truncate("1mo")).collect().to_series()
-        first_month, last_month = _coverage(source, months, step.grains)
-        fixed, rolling = _distinct_partials(lf, step, filter_columns, keys, first_month, last_month)
+        first_month, last_month = _coverage(source, months.to_series(), step.grains)
+        fixed, rolling = _distinct_partials(rows, step, keys, first_month, last_month)
         fixed = fixed.join(lookup, on=LSOA, how="inner").collect().lazy() if fixed is not None else None
         rolling = [(grain, deltas.join(lookup, on=LSOA, how="inner").collect().lazy()) for grain, deltas in rolling]
         for slice_keys, serves in _slices(step):
