@@ -24,6 +24,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandera.polars as pa
 import polars as pl
 
@@ -328,8 +329,23 @@ def _possible_duplicates(frame: pl.DataFrame, key: list[str]) -> pl.Series | Non
     comparing multi-column string keys, and true duplicates are rare; the exact comparison then
     runs on the candidates only.
     """
-    repeated = frame.select(pl.struct(key).hash(seed=0).is_duplicated()).to_series()
-    return repeated if repeated.any() else None
+    combined = pl.lit(0, pl.UInt64)
+    for seed, column in enumerate(key, start=1):  # per-column hashes: cheaper than hashing a struct
+        combined = combined ^ pl.col(column).hash(seed=seed)
+    hashes = frame.select(combined.alias("_hash")).to_series()
+    # Repeats found by sorting the hashes and comparing neighbours: faster than a hash set here.
+    ordered = hashes.sort()
+    repeats = ordered.filter(ordered == ordered.shift(1)).unique()
+    if repeats.is_empty():
+        return None
+    return hashes.is_in(repeats.implode())
+
+
+def _all_but(height: int, positions: pl.Series) -> pl.Series:
+    """A mask keeping every row except those at ``positions``."""
+    keep = np.ones(height, dtype=bool)
+    keep[positions.to_numpy()] = False
+    return pl.Series(keep)
 
 
 def _keep_latest_submission(frame: pl.DataFrame, key: list[str], latest_by: str) -> tuple[pl.DataFrame, int]:
@@ -346,14 +362,13 @@ def _keep_latest_submission(frame: pl.DataFrame, key: list[str], latest_by: str)
     losers = resubmitted.join(winners, on="_index", how="anti")["_index"]
     if losers.is_empty():
         return frame, 0
-    kept = indexed.filter(~pl.col("_index").is_in(losers.implode())).drop("_index")
+    kept = frame.filter(_all_but(frame.height, losers))
     return kept, losers.len()
 
 
 def _quarantine_failures(source: SourceDefinition, frame: pl.DataFrame,
-                         failures: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Split a frame into (rows that passed, quarantine records for rows that failed)."""
-    indexed = frame.with_row_index("index").with_columns(pl.col("index").cast(pl.Int64))
+                         failures: pl.DataFrame) -> tuple[pl.Series, pl.DataFrame]:
+    """(the positions of the rows that failed, a quarantine record for each)."""
     per_row = failures.group_by("index", maintain_order=True).agg(
         pl.col("rule").unique(maintain_order=True).str.join("; "),
         pl.col("column").drop_nulls().unique(maintain_order=True).str.join("; "),
@@ -366,12 +381,11 @@ def _quarantine_failures(source: SourceDefinition, frame: pl.DataFrame,
     per_row = per_row.with_columns(pl.when(pl.col("column") == "")
                                    .then(pl.col("rule").replace_strict(rule_columns, default=None))
                                    .otherwise(pl.col("column")).alias("column"))
-    bad_rows = indexed.join(per_row, on="index", how="inner")
-    quarantined = bad_rows.select(
-        pl.col(_FILE).alias("file"), pl.col(_ROW).alias("row_number"), "rule", "column", "value", "message",
-        _row_json(frame).alias("row_json"),
-    )
-    return indexed.join(per_row.select("index"), on="index", how="anti").drop("index"), quarantined
+    # Gather only the failed rows (a join against the whole frame would copy every column of it).
+    bad_rows = frame[per_row["index"]].select(
+        pl.col(_FILE).alias("file"), pl.col(_ROW).alias("row_number"), _row_json(frame).alias("row_json"))
+    quarantined = pl.concat([bad_rows, per_row.select("rule", "column", "value", "message")], how="horizontal")
+    return per_row["index"], quarantined.select("file", "row_number", "rule", "column", "value", "message", "row_json")
 
 
 @dataclass
@@ -446,11 +460,15 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
         parsed = pl.concat(batch, how="vertical") if len(batch) > 1 else batch[0]
         batch.clear()
         failures = _failures(schema, parsed)
+        failed = None
         if failures is not None:
-            parsed, quarantined = _quarantine_failures(source, parsed, failures)
+            failed, quarantined = _quarantine_failures(source, parsed, failures)
             quarantine_parts.append(quarantined)
         parsed = _derive(source, parsed)
-        valid_parts.append(parsed.select(keep) if keep is not None else parsed)
+        parsed = parsed.select(keep) if keep is not None else parsed
+        if failed is not None:  # dropped after projecting: the copy is of the kept columns only
+            parsed = parsed.filter(_all_but(parsed.height, failed))
+        valid_parts.append(parsed)
 
     for path, fingerprint in zip(files, prints, strict=True):
         if previous is not None and path.name not in new_files:
