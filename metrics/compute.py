@@ -23,7 +23,7 @@ from metrics.plan import MetricStep, SourcePlan, age_band_labels
 from metrics.sqlfilter import compile_filter
 from metrics.stats import dsr, mean_ci_from_moments, proportion_ci, rate_ci
 
-__all__ = ["compute_source", "prepare_frame", "OUTPUT_COLUMNS", "period_bounds"]
+__all__ = ["compute_source", "prepare_frame", "OUTPUT_COLUMNS", "period_bounds", "periods_changed"]
 
 OUTPUT_COLUMNS = [
     "metric_id", "metric_version", "place", "period_type", "period_start", "period_end", "breakdown", "group",
@@ -406,12 +406,50 @@ def _statistics(lf: pl.LazyFrame, step: MetricStep) -> pl.LazyFrame:
     return lf.with_columns(pl.lit(step.metric_id).alias("metric_id"), pl.lit(step.version).alias("metric_version"))
 
 
+def periods_changed(plan: SourcePlan, changed: pl.DataFrame) -> pl.DataFrame:
+    """Every (metric, period) whose rows include one of ``changed`` (rows added to or removed from
+    a source): the only values a change can alter, as each value depends on its period's rows only."""
+    parts = []
+    for step in plan.steps:
+        if step.snapshot_column:
+            dates = changed.select(pl.col(step.snapshot_column).drop_nulls().unique().alias("period_start"))
+            periods = [dates.with_columns(pl.col("period_start").alias("period_end"),
+                                          pl.lit("snapshot").alias("period_type"))]
+        else:
+            months = changed.select(pl.col(step.date_column).cast(pl.Date).dt.truncate("1mo").drop_nulls().unique()
+                                    .alias("_month"))
+            periods = []
+            for grain in step.grains:
+                window = _rolling_months(grain)
+                if window:  # the windows ending in the month or in the (window - 1) months after it
+                    ends = (months.with_columns(pl.int_ranges(0, window).alias("_offset")).explode("_offset")
+                            .select(pl.col("_month").dt.offset_by(pl.format("{}mo", pl.col("_offset"))).alias("_end")))
+                    bounds = ends.select(pl.col("_end").dt.offset_by(f"-{window - 1}mo").alias("period_start"),
+                                         pl.col("_end").dt.month_end().alias("period_end"))
+                else:
+                    start, end = period_bounds(grain, pl.col("_month"))
+                    bounds = months.select(start.alias("period_start"), end.alias("period_end"))
+                periods.append(bounds.with_columns(pl.lit(grain).alias("period_type")))
+        parts += [p.with_columns(pl.lit(step.metric_id).alias("metric_id")) for p in periods]
+    schema = {"metric_id": pl.String, "period_type": pl.String, "period_start": pl.Date, "period_end": pl.Date}
+    if not parts:
+        return pl.DataFrame(schema=schema)
+    return pl.concat([p.select(list(schema)).cast(schema) for p in parts]).unique()
+
+
 def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, *,
-                   geography: pl.DataFrame | None, populations: dict[str, pl.DataFrame] | None = None) -> pl.DataFrame:
+                   geography: pl.DataFrame | None, populations: dict[str, pl.DataFrame] | None = None,
+                   only: pl.DataFrame | None = None) -> pl.DataFrame:
     """Every metric of one source, in long form (``OUTPUT_COLUMNS``). ``populations`` holds the
-    population sources that rates and DSRs divide by, by source id."""
+    population sources that rates and DSRs divide by, by source id.
+
+    ``only`` (``periods_changed``): compute just these metrics' periods, from the rows in them.
+    Which periods are complete is still judged on the whole frame."""
     populations = populations or {}
     source = catalogue.sources[plan.source_id]
+    spans: dict[str, pl.Series] = {}
+    if only is not None:
+        frame, spans = _rows_for(plan, frame, only)
     schemes = {s.age_bands for s in plan.steps}
     lf = prepare_frame(frame, source, catalogue, schemes)
     snapshot = plan.steps[0].snapshot_column
@@ -455,7 +493,8 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
     if additive:
         finest = scanned[0]
         if not snapshot:
-            first_month, last_month = _coverage(source, finest["month"], [g for s in additive for g in s.grains])
+            months = spans.get(additive[0].date_column, finest["month"])
+            first_month, last_month = _coverage(source, months, [g for s in additive for g in s.grains])
         for i, step in enumerate(additive):
             mine = {f"{i}__num": "numerator", f"{i}__den": "denominator", f"{i}__sq": "sum_squares"}
             present = {k: v for k, v in mine.items() if k in finest.columns}
@@ -473,7 +512,7 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
                 finish(cells, step, keys, serves)
     for step, rows, months in zip(distinct, scanned[1::2], scanned[2::2], strict=True):
         keys = _cell_keys(columns, step)
-        first_month, last_month = _coverage(source, months.to_series(), step.grains)
+        first_month, last_month = _coverage(source, spans.get(step.date_column, months.to_series()), step.grains)
         fixed, rolling = _distinct_partials(rows, step, keys, first_month, last_month)
         fixed = fixed.join(lookup, on=LSOA, how="inner").collect().lazy() if fixed is not None else None
         rolling = [(grain, deltas.join(lookup, on=LSOA, how="inner").collect().lazy()) for grain, deltas in rolling]
@@ -488,7 +527,28 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
                 pl.lit(None, pl.Float64).alias("sum_squares"), pl.lit(None, pl.Float64).alias("denominator"))
             finish(cells, step, slice_keys, serves)
     frames = pl.collect_all(outputs)
-    return pl.concat([f.select(OUTPUT_COLUMNS) for f in frames], how="vertical_relaxed")
+    values = pl.concat([f.select(OUTPUT_COLUMNS) for f in frames], how="vertical_relaxed")
+    if only is not None:
+        values = values.join(only.select("metric_id", *PERIOD).unique(), on=["metric_id", *PERIOD], how="semi")
+    return values
+
+
+def _rows_for(plan: SourcePlan, frame: pl.DataFrame, only: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, pl.Series]]:
+    """The rows the periods in ``only`` are computed from, and the first and last month of each
+    date column over the whole frame (what decides which periods are complete)."""
+    keep = pl.lit(False)
+    spans = {}
+    for step in plan.steps:
+        mine = only.filter(pl.col("metric_id") == step.metric_id)
+        if step.snapshot_column:
+            keep = keep | pl.col(step.snapshot_column).is_in(mine["period_start"].implode())
+            continue
+        months = mine.select(pl.date_ranges("period_start", "period_end", "1mo").alias("_m")).explode("_m")
+        month = pl.col(step.date_column).cast(pl.Date).dt.truncate("1mo")
+        keep = keep | month.is_in(months["_m"].unique().implode())
+        if step.date_column not in spans:
+            spans[step.date_column] = frame.select(pl.concat([month.min(), month.max()])).to_series()
+    return frame.filter(keep.fill_null(False)), spans
 
 
 def _finish(cells: pl.LazyFrame, step: MetricStep, population: pl.DataFrame | None, keys: list[str],

@@ -40,7 +40,7 @@ from sqlalchemy import Engine
 
 import store
 import store.repository
-from metrics.compute import OUTPUT_COLUMNS, compute_source
+from metrics.compute import OUTPUT_COLUMNS, compute_source, periods_changed
 from metrics.definitions import Catalogue, MetricDefinition, load_catalogue
 from metrics.errors import SourceError
 from metrics.plan import build_plan
@@ -261,6 +261,9 @@ class _Decision:
     publish: bool
     reason: str
     checked: dict = field(default_factory=dict)  # the fingerprints looked at (recorded on a skipped run)
+    # Sources whose own files are all that changed: only the periods their changed rows fall in
+    # need computing (when the files were appended to, so the changed rows are known).
+    files_only: set[str] = field(default_factory=set)
 
 
 def _input_change(catalogue: Catalogue, source_id: str, summary: dict | None, current: list[dict] | None,
@@ -320,7 +323,7 @@ def _decide(catalogue: Catalogue, plan, data_dir: Path, engine: Engine, as_of: d
         if why := change(population):
             reasons.append(f"{population}: {why[1]}")
             recompute |= {p.source_id for p in plan.sources if any(s.population_source == population for s in p.steps)}
-    waiting = []
+    waiting, files_only = [], set()
     for source_plan in plan.sources:
         source_id = source_plan.source_id
         # A metric whose source has never loaded was not published at all: that is no change.
@@ -337,6 +340,8 @@ def _decide(catalogue: Catalogue, plan, data_dir: Path, engine: Engine, as_of: d
             continue
         if why[0] == "definition" or scope is None or source_id in scope:
             reasons.append(f"{source_id}: {why[1]}")
+            if why[0] == "files" and source_id not in recompute:
+                files_only.add(source_id)
             recompute.add(source_id)
         else:
             waiting.append(source_id)  # changed, but another schedule refreshes it
@@ -352,7 +357,7 @@ def _decide(catalogue: Catalogue, plan, data_dir: Path, engine: Engine, as_of: d
     if not reasons:
         return _Decision(previous["id"], prev_sources, set(), False,
                          f"nothing changed since run {previous['id']}{note}", checked)
-    return _Decision(previous["id"], prev_sources, recompute, True, "; ".join(reasons) + note, checked)
+    return _Decision(previous["id"], prev_sources, recompute, True, "; ".join(reasons) + note, checked, files_only)
 
 
 def _benchmark_files(data_dir: Path) -> list[dict] | None:
@@ -480,8 +485,19 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
             continue
         quarantine.append(loaded.quarantine)
         tick = time.perf_counter()
+        only = None
+        if (decision is not None and decision.previous_id is not None and loaded.changed_rows is not None
+                and source_plan.source_id in decision.files_only):
+            # Files were appended to and nothing else changed: recompute only the periods the added
+            # (or replaced) rows fall in; every other period's values stay those of the last run.
+            only = periods_changed(source_plan, loaded.changed_rows)
+            metric_ids = [s.metric_id for s in source_plan.steps]
+            earlier = store.read_values(engine, metric=metric_ids, run=decision.previous_id, provenance=True)
+            values.append(earlier.drop("run_id").join(only, on=["metric_id", "period_type", "period_start",
+                                                                "period_end"], how="anti"))
+            sources[source_plan.source_id]["periods_recomputed"] = only.height
         values.append(compute_source(source_plan, loaded.frame, catalogue, geography=geo_frame,
-                                     populations={p: populations[p].frame for p in pops}))
+                                     populations={p: populations[p].frame for p in pops}, only=only))
         del loaded
         timings["compute"] = round(timings["compute"] + time.perf_counter() - tick, 3)
         say(f"  computed {len(source_plan.steps)} metric(s) on {source_plan.source_id} "

@@ -74,6 +74,7 @@ class LoadedSource:
     rows_superseded: int = 0
     warnings: list[str] = field(default_factory=list)
     files_read: int = 0  # fewer than ``files`` when an earlier load supplied the rest (``PreviousLoad``)
+    changed_rows: pl.DataFrame | None = None  # with a PreviousLoad: rows added or removed since it
 
     @property
     def rows_valid(self) -> int:
@@ -350,20 +351,21 @@ def _all_but(height: int, positions: pl.Series) -> pl.Series:
 
 def _keep_latest_submission(frame: pl.DataFrame, key: list[str], latest_by: str) -> tuple[pl.DataFrame, int]:
     """Resubmissions replace earlier rows: keep each key's latest submission (among equal
-    submissions, the row read later wins). Returns the frame and how many rows were superseded."""
+    submissions, the row read later wins). Returns the frame and the positions of the rows superseded."""
+    none = pl.Series("_index", [], dtype=pl.UInt32)
     candidates = _possible_duplicates(frame, key)
     if candidates is None:
-        return frame, 0
+        return frame, none
     indexed = frame.with_row_index("_index")
     resubmitted = indexed.filter(candidates)
     winners = (resubmitted.sort([latest_by, "_index"])
                .unique(subset=key, keep="last")
                .select("_index"))
-    losers = resubmitted.join(winners, on="_index", how="anti")["_index"]
+    losers = resubmitted.join(winners, on="_index", how="anti")["_index"].sort()
     if losers.is_empty():
-        return frame, 0
+        return frame, none
     kept = frame.filter(_all_but(frame.height, losers))
-    return kept, losers.len()
+    return kept, losers
 
 
 def _quarantine_failures(source: SourceDefinition, frame: pl.DataFrame,
@@ -498,9 +500,12 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
     valid_parts.clear()  # the concatenated frame holds the rows now
 
     superseded = previous.rows_superseded if previous is not None else 0
+    replaced = None  # earlier rows a new file's resubmissions replaced
     if source.dedup:
-        frame, newly_superseded = _keep_latest_submission(frame, source.dedup.key, source.dedup.keep_latest_by)
-        superseded += newly_superseded
+        frame, losers = _keep_latest_submission(frame, source.dedup.key, source.dedup.keep_latest_by)
+        superseded += losers.len()
+        if previous is not None:
+            replaced = previous.frame[losers.filter(losers < previous.frame.height)]
     if source.key:
         extra = _possible_duplicates(frame, source.key)
         if extra is not None:
@@ -516,13 +521,18 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
                     .alias("message"),
                     _row_json(repeated).alias("row_json"),
                 ))
-                drop = pl.Series("_drop", repeated["_index"])
-                frame = frame.with_row_index("_index").filter(~pl.col("_index").is_in(drop.implode())).drop("_index")
+                frame = frame.filter(_all_but(frame.height, repeated["_index"]))
 
     quarantine = (pl.concat([q.select(list(QUARANTINE_SCHEMA)[1:]) for q in quarantine_parts], how="vertical")
                   if quarantine_parts else pl.DataFrame(schema={k: v for k, v in QUARANTINE_SCHEMA.items()
                                                                 if k != "source_id"}))
     quarantine = quarantine.with_columns(pl.lit(source.id).alias("source_id")).select(list(QUARANTINE_SCHEMA))
     quarantine = quarantine.cast(QUARANTINE_SCHEMA).sort("file", "row_number")
+    changed = None
+    if previous is not None:
+        # What differs from the previous load: the new files' rows kept, and the rows they replaced
+        # (a new file's duplicate keys are dropped, so earlier rows are never dropped that way).
+        added = frame.filter(pl.col(_FILE).is_in(new_files))
+        changed = pl.concat([added, replaced], how="vertical") if replaced is not None else added
     return LoadedSource(source=source, frame=frame, quarantine=quarantine, files=prints,
-                        rows_read=rows_read, rows_superseded=superseded, files_read=files_read)
+                        rows_read=rows_read, rows_superseded=superseded, files_read=files_read, changed_rows=changed)

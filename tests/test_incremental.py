@@ -25,6 +25,7 @@ c9,P2,R2,2024-07-02,5,15,04,A03,30,F,H,E01000002,M87002,4
 c10,P5,R5,2024-07-11,5,30,01,A10,66,F,A,E01000004,M91002,4
 c11,P6,R6,2024-07-12,6,30,01,A10,70,M,A,E01000003,M91001,4
 c12,P6,R6,2024-07-13,9,30,01,A10,70,M,A,E01000003,M91001,4
+c3,P2,R2,2024-04-05,5,30,01,A03,30,F,H,E01000002,M87002,4
 """
 
 
@@ -123,14 +124,22 @@ def test_an_incremental_refresh_publishes_exactly_what_a_full_refresh_would(engi
     assert contacts.recomputed == ["community_contacts"]
     assert "community_contacts: files new contacts_2024-07.csv" in contacts.reason
     assert computed_by(engine, contacts.run_id) == {
-        "breast_screening_coverage": {first.run_id}, "community_contacts_per_1000": {contacts.run_id},
-        "people_seen_by_community_services_per_1000": {contacts.run_id}, "delayed_bed_days": {first.run_id},
-        "discharged_on_ready_date": {first.run_id}, "mean_discharge_delay_days": {first.run_id},
-        "spells_with_discharge_ready_date": {first.run_id}}
+        "breast_screening_coverage": {first.run_id}, "community_contacts_per_1000": {first.run_id, contacts.run_id},
+        "people_seen_by_community_services_per_1000": {first.run_id, contacts.run_id},
+        "delayed_bed_days": {first.run_id}, "discharged_on_ready_date": {first.run_id},
+        "mean_discharge_delay_days": {first.run_id}, "spells_with_discharge_ready_date": {first.run_id}}
+    # The new file was appended: only the periods its rows fall in were computed again — July (its
+    # quarter and year are not complete yet), and April, whose contact c3 it resubmits as attended —
+    # while May and June keep the first run's values.
+    fresh = (store.read_values(engine, run=contacts.run_id, metric="community_contacts_per_1000", provenance=True)
+             .filter(pl.col("computed_run_id") == contacts.run_id))
+    assert set(fresh.select("period_type", "period_start").unique().rows()) == {
+        ("month", dt.date(2024, 7, 1)), ("month", dt.date(2024, 4, 1)), ("financial_quarter", dt.date(2024, 4, 1))}
     run = store.read_run(engine, contacts.run_id)
     assert run["sources"]["inpatient_spells"]["carried_from_run"] == first.run_id
     # Only the new file was read: the earlier months came from the rows the last run validated.
     assert run["sources"]["community_contacts"]["files_read"] == 1
+    assert run["sources"]["community_contacts"]["periods_recomputed"] > 0
     assert run["sources"]["community_contacts"]["rows_read"] == store.read_run(engine, contacts.run_id + 1)[
         "sources"]["community_contacts"]["rows_read"]
     assert run["sources"]["community_contacts"]["rows_quarantined"] == 1
