@@ -526,7 +526,8 @@ def dsr(
     ``DSR = Σ(Oᵢwᵢ/nᵢ) / Σwᵢ × multiplier``, ``var = Σ(Oᵢwᵢ²/nᵢ²) / (Σwᵢ)²`` and limits
     ``DSR + √(var/O) · (Byar limit of O − O) × multiplier`` with ``O = ΣOᵢ``, as
     PHEindicatormethods' ``calculate_dsr``. Groups with fewer than ``min_count`` (10) events get a
-    null value and limits ("fewer than 10 events: DSR not calculated").
+    null value and limits ("fewer than 10 events: DSR not calculated"). The limits are not
+    clipped: with few events and unequal band rates the lower limit can be below 0, as there.
 
     Parameters
     ----------
@@ -589,7 +590,7 @@ def dsr(
     if not independent_events and (event_frequency is None or age_band is None):
         raise ValueError("non-independent events need both event_frequency and age_band")
     keys = _by_list(by)
-    X, N, W, F, B, G = (f"{_P}{s}" for s in ("x", "n", "w", "f", "b", "bad"))
+    X, N, W, F, B, G, BIT = (f"{_P}{s}" for s in ("x", "n", "w", "f", "b", "bad", "bit"))
     lf = _lazy(df)
     key_names = [f"{_P}k{i}" for i in range(len(keys))]
     # output names of the keys are resolved after the aggregation
@@ -603,12 +604,16 @@ def dsr(
         band = _band_key(_expr(age_band))
         weight = band.replace_strict(mapping, default=None, return_dtype=pl.Float64)  # type: ignore[arg-type]
         cols += [band.alias(B), weight.alias(W)]
+        if independent_events and keys and len(mapping) <= 64:  # a bit per band: finds repeats
+            bits = {k: 1 << i for i, k in enumerate(mapping)}
+            cols.append(band.replace_strict(bits, default=None, return_dtype=pl.UInt64).alias(BIT))
     else:
         cols += [_expr(standard).cast(pl.Float64).alias(W)]
         cols += [(_expr(age_band) if age_band is not None else pl.int_range(pl.len())).alias(B)]
     f = _expr(event_frequency).cast(pl.Float64) if not independent_events else pl.lit(1.0)
     cols.append(f.alias(F))
     lf = lf.select(cols)
+    cols_out = [c.meta.output_name() for c in cols]
 
     x, n, w, fr = pl.col(X), pl.col(N), pl.col(W), pl.col(F)
     row_bad = _note(
@@ -625,48 +630,88 @@ def dsr(
         (fr < 0, "negative event frequency"),
     ).alias(G)
     lf = lf.with_columns(row_bad)
-    # one row per group and band: events Σf·x, variance weight Σf²·x; n and w per band
-    band_keys = [*key_names, B]
-    # a built-in standard gives every row of a band the same weight; a column might not
-    w_diff = pl.lit(False) if builtin else (w.max() != w.min())
-    n_agg = n.sum() if independent_events else n.first()
-    n_diff = pl.lit(False) if independent_events else (n.max() != n.min())
-    extra = [w_diff.alias(f"{_P}wdiff"), n_diff.alias(f"{_P}ndiff")]
-    w_agg = w.first()
-    lf = lf.group_by(band_keys, maintain_order=True).agg(
-        (fr * x).sum().alias(X),
-        (fr * fr * x).sum().alias(f"{_P}x2"),
-        n_agg.alias(N),
-        w_agg.alias(W),
-        pl.col(G).drop_nulls().first().alias(G),
-        *extra,
-    )
-    lf = lf.with_columns(
-        (x * w / n).alias(f"{_P}wr"), (pl.col(f"{_P}x2") * (w / n) ** 2).alias(f"{_P}sq")
-    )
-    grp = [
+    SWR, SSQ, SW, WD, ND, DUP = (f"{_P}{s}" for s in ("swr", "ssq", "sw", "wdiff", "ndiff", "dup"))
+    stat_cols = ["total_count", "total_pop", SWR, SSQ, SW, G, WD, ND]
+
+    # sums per group when each row is a band of its own (f is 1 when events are independent)
+    row_sums = [
         x.sum().alias("total_count"),
         n.sum().alias("total_pop"),
-        pl.col(f"{_P}wr").sum().alias(f"{_P}swr"),
-        pl.col(f"{_P}sq").sum().alias(f"{_P}ssq"),
-        w.sum().alias(f"{_P}sw"),
+        (x * w / n).sum().alias(SWR),
+        (x * (w / n) ** 2).sum().alias(SSQ),
+        w.sum().alias(SW),
         pl.col(G).drop_nulls().first().alias(G),
-        pl.col(f"{_P}wdiff").any().alias(f"{_P}wdiff"),
-        pl.col(f"{_P}ndiff").any().alias(f"{_P}ndiff"),
+        pl.lit(False).alias(WD),  # a band of one row agrees with itself
+        pl.lit(False).alias(ND),
     ]
-    lf = lf.group_by(key_names, maintain_order=True).agg(grp) if key_names else lf.select(grp)
+
+    def by_group(frame: pl.LazyFrame, aggs: list[pl.Expr]) -> pl.LazyFrame:
+        return frame.group_by(key_names, maintain_order=True).agg(aggs) if key_names else frame.select(aggs)
+
+    def by_band(frame: pl.LazyFrame) -> pl.LazyFrame:
+        """Sums per group through one row per group and band: events Σf·x, variance weight
+        Σf²·x, n and w per band. Needed when a group repeats a band (partial sums, or one row per
+        event frequency)."""
+        # a built-in standard gives every row of a band the same weight; a column might not
+        w_diff = pl.lit(False) if builtin else (w.max() != w.min())
+        n_agg = n.sum() if independent_events else n.first()
+        n_diff = pl.lit(False) if independent_events else (n.max() != n.min())
+        frame = frame.group_by([*key_names, B], maintain_order=True).agg(
+            (fr * x).sum().alias(X),
+            (fr * fr * x).sum().alias(f"{_P}x2"),
+            n_agg.alias(N),
+            w.first().alias(W),
+            pl.col(G).drop_nulls().first().alias(G),
+            w_diff.alias(WD),
+            n_diff.alias(ND),
+        )
+        return by_group(frame, [
+            x.sum().alias("total_count"),
+            n.sum().alias("total_pop"),
+            (x * w / n).sum().alias(SWR),
+            (pl.col(f"{_P}x2") * (w / n) ** 2).sum().alias(SSQ),
+            w.sum().alias(SW),
+            pl.col(G).drop_nulls().first().alias(G),
+            pl.col(WD).any().alias(WD),
+            pl.col(ND).any().alias(ND),
+        ])  # fmt: skip
+
+    if age_band is None:  # every row is its own band: the sums per band are the rows
+        lf = by_group(lf, row_sums)
+    elif not independent_events or not key_names:
+        # a row per band and event frequency; or one group, whose bands are few
+        lf = by_band(lf)
+    else:
+        # Where a group's rows are its bands (the usual case) the sums per band are the rows
+        # themselves, so one pass over the rows gives the same sums as a pass through a row per
+        # group and band, which for 100,000 groups × 19 bands means 1.9M groups. Groups that
+        # repeat a band (partial sums) are redone through bands and joined back on the key.
+        rows = lf.cache()  # read by both passes: prepare the rows once
+        if BIT in cols_out:  # a band repeats, or is not in the standard (null bit), or is null
+            repeats_band = pl.col(BIT).bitwise_or().bitwise_count_ones() != pl.len()
+        else:
+            repeats_band = pl.col(B).n_unique() < pl.len()
+        fast = by_group(rows, [*row_sums, repeats_band.alias(DUP)])
+        repeats = fast.filter(pl.col(DUP)).select(key_names)
+        # in row order: a band's weight and note are those of its first row
+        again = rows.join(repeats, on=key_names, how="semi", nulls_equal=True, maintain_order="left")
+        redo = by_band(again).select(*key_names, *(pl.col(c).alias(f"{_P}redo{c}") for c in stat_cols))
+        lf = fast.join(redo, on=key_names, how="left", nulls_equal=True, maintain_order="left")
+        lf = lf.with_columns(
+            pl.when(pl.col(DUP)).then(pl.col(f"{_P}redo{c}")).otherwise(pl.col(c)).alias(c) for c in stat_cols
+        )
     O = pl.col("total_count")
     group_note = _note(
-        (pl.col(f"{_P}wdiff"), "standard population differs within an age band"),
-        (pl.col(f"{_P}ndiff"), "population differs between event-frequency rows of a band"),
-        (pl.col(f"{_P}sw") <= 0, "standard population sums to 0"),
+        (pl.col(WD), "standard population differs within an age band"),
+        (pl.col(ND), "population differs between event-frequency rows of a band"),
+        (pl.col(SW) <= 0, "standard population sums to 0"),
         (O < min_count, f"fewer than {min_count} events: DSR not calculated"),
     )
     lf = lf.with_columns(pl.coalesce(pl.col(G), group_note).alias(NOTE))
     ok = _ok()
-    sw = pl.col(f"{_P}sw")
-    value = pl.col(f"{_P}swr") / sw * multiplier
-    var = pl.col(f"{_P}ssq") / sw**2
+    sw = pl.col(SW)
+    value = pl.col(SWR) / sw * multiplier
+    var = pl.col(SSQ) / sw**2
     outs = [pl.when(ok).then(value).alias("value")]
     for c in levels:
         z = _z(c)

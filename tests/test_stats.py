@@ -385,6 +385,50 @@ def test_dsr_partials_roll_up():
     assert_close(out["value"], stats.dsr(data, "count", "pop", age_band="ageband", by="area")["value"])
 
 
+def test_dsr_groups_with_and_without_repeated_bands():
+    """Groups whose rows are their bands and groups that repeat a band (partial sums, a band
+    written with spaces, an unknown band) side by side, with a null key: each group is as alone."""
+    data = dsr_input("testdata_DSR_ISR__testdata_multiarea.csv").fill_null(0)
+    data = data.with_columns(pl.col("count", "pop").cast(pl.Float64))
+    big = data.filter(pl.col("area") == "testdata_big")
+    half = big.with_columns(pl.col("count") / 2, pl.col("pop") / 2, area=pl.lit("halves"))
+    spaced = big.with_columns(area=pl.lit("spaced"), ageband=pl.col("ageband").str.replace("-", " - "))
+    mixed = pl.concat([
+        big.with_columns(area=pl.lit(None, pl.String)),
+        half.head(10), data.filter(pl.col("area") == "testdata_small"), half.tail(9), half,
+        spaced, big.with_columns(area=pl.lit("spaced")).head(3),
+        big.with_columns(area=pl.lit("unknown")), big.with_columns(area=pl.lit("unknown"), ageband=pl.lit("95+")),
+    ])  # fmt: skip
+    out = stats.dsr(mixed, "count", "pop", age_band="ageband", by="area")
+    assert out["area"].to_list() == [None, "halves", "testdata_small", "spaced", "unknown"]
+    for area in out["area"]:
+        rows = mixed.filter(pl.col("area").eq_missing(area))
+        alone = stats.dsr(rows, "count", "pop", age_band="ageband")
+        got = out.filter(pl.col("area").eq_missing(area)).drop("area")
+        assert got["ci_note"].to_list() == alone["ci_note"].to_list()
+        for c in ["total_count", "total_pop", "value", *LIMITS]:
+            assert_close(got[c], alone[c], rel=1e-12, what=f"{area} {c}")
+    whole = stats.dsr(data, "count", "pop", age_band="ageband", by="area")["value"][0]
+    assert out["value"][1] == pytest.approx(whole, rel=1e-12)  # the halves add up to the area
+    assert out["ci_note"][4] == "age band not in the standard"
+    assert_frame_equal(stats.dsr(mixed.lazy(), "count", "pop", age_band="ageband", by="area").collect(), out)
+
+
+def test_dsr_lower_limit_can_be_negative():
+    """Dobson limits are not clipped (nor are PHEindicatormethods'): a rate from few events in a
+    small population can put DSR − √(var/O)·(O − Byar lower) below 0."""
+    df = pl.DataFrame({"g": ["g0", "g0"], "band": ["0-4", "5-9"], "x": [1, 9], "n": [1, 7]})
+    out = stats.dsr(df, "x", "n", age_band="band", by="g")
+    w, x, n = np.array([5000.0, 5500.0]), np.array([1.0, 9.0]), np.array([1.0, 7.0])
+    value = (x * w / n).sum() / w.sum()
+    var = (x * (w / n) ** 2).sum() / w.sum() ** 2
+    z, O = stats._z(0.998), x.sum()
+    lower = value + np.sqrt(var / O) * (O * (1 - 1 / (9 * O) - z / (3 * np.sqrt(O))) ** 3 - O)
+    assert out["value"][0] == pytest.approx(value * 100_000, rel=REL)
+    assert out["lower_99_8"][0] == pytest.approx(lower * 100_000, rel=REL)
+    assert out["lower_99_8"][0] < 0 and out["ci_note"][0] is None
+
+
 def test_dsr_invalid_inputs():
     err1 = dsr_input("testdata_DSR_ISR__testdata_err1.csv")
     assert stats.dsr(err1, "count", "pop", standard="stdpop")["ci_note"].to_list() == ["negative count"]
@@ -860,7 +904,9 @@ def test_prop_dsr_and_isr_properties(df):
     small = out.filter(pl.col("total_count") < 10)
     assert small["value"].null_count() == small.height
     assert set(small["ci_note"].to_list()) <= {"fewer than 10 events: DSR not calculated"}
-    _check_bracketing(out, 0, None)
+    # Dobson's lower limit may be negative (see test_dsr_lower_limit_can_be_negative): no bound
+    _check_bracketing(out)
+    assert (out.filter(pl.col("ci_note").is_null())["value"] >= 0).all()
     assert_frame_equal(stats.dsr(df.lazy(), "x", "n", age_band="band", by="g").collect(), out)
     # each group alone gives the same as grouped
     first = out["g"][0]
