@@ -349,23 +349,33 @@ def _all_but(height: int, positions: pl.Series) -> pl.Series:
     return pl.Series(keep)
 
 
-def _keep_latest_submission(frame: pl.DataFrame, key: list[str], latest_by: str) -> tuple[pl.DataFrame, int]:
-    """Resubmissions replace earlier rows: keep each key's latest submission (among equal
-    submissions, the row read later wins). Returns the frame and the positions of the rows superseded."""
-    none = pl.Series("_index", [], dtype=pl.UInt32)
+def _drop_rows(parts: list[pl.DataFrame], positions: pl.Series) -> list[pl.DataFrame]:
+    """``parts`` (consecutive pieces of one frame) without the rows at ``positions`` of the whole,
+    filtered piece by piece and each piece let go as it is done, so that the whole frame never
+    exists twice in memory."""
+    if positions.is_empty():
+        return parts
+    kept, offset = [], 0
+    while parts:
+        part = parts.pop(0)
+        mine = positions.filter((positions >= offset) & (positions < offset + part.height)) - offset
+        kept.append(part.filter(_all_but(part.height, mine)) if mine.len() else part)
+        offset += part.height
+        del part
+    return kept
+
+
+def _superseded(frame: pl.DataFrame, key: list[str], latest_by: str) -> pl.Series:
+    """Resubmissions replace earlier rows: the positions (ascending) of every row that is not its
+    key's latest submission (among equal submissions, the row read later wins)."""
     candidates = _possible_duplicates(frame, key)
     if candidates is None:
-        return frame, none
-    indexed = frame.with_row_index("_index")
-    resubmitted = indexed.filter(candidates)
+        return pl.Series("_index", [], dtype=pl.UInt32)
+    resubmitted = frame.with_row_index("_index").filter(candidates)
     winners = (resubmitted.sort([latest_by, "_index"])
                .unique(subset=key, keep="last")
                .select("_index"))
-    losers = resubmitted.join(winners, on="_index", how="anti")["_index"].sort()
-    if losers.is_empty():
-        return frame, none
-    kept = frame.filter(_all_but(frame.height, losers))
-    return kept, losers
+    return resubmitted.join(winners, on="_index", how="anti")["_index"].sort()
 
 
 def _quarantine_failures(source: SourceDefinition, frame: pl.DataFrame,
@@ -496,16 +506,16 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
     if previous is not None:
         valid_parts.insert(0, previous.frame.select(valid_parts[0].columns))
         quarantine_parts.insert(0, previous.quarantine)
-    frame = pl.concat(valid_parts, how="vertical") if len(valid_parts) > 1 else valid_parts[0]
-    valid_parts.clear()  # the concatenated frame holds the rows now
-
     superseded = previous.rows_superseded if previous is not None else 0
     replaced = None  # earlier rows a new file's resubmissions replaced
     if source.dedup:
-        frame, losers = _keep_latest_submission(frame, source.dedup.key, source.dedup.keep_latest_by)
+        losers = _superseded(pl.concat(valid_parts, how="vertical"), source.dedup.key, source.dedup.keep_latest_by)
         superseded += losers.len()
         if previous is not None:
             replaced = previous.frame[losers.filter(losers < previous.frame.height)]
+        valid_parts = _drop_rows(valid_parts, losers)
+    frame = pl.concat(valid_parts, how="vertical") if len(valid_parts) > 1 else valid_parts[0]
+    valid_parts.clear()  # the concatenated frame holds the rows now
     if source.key:
         extra = _possible_duplicates(frame, source.key)
         if extra is not None:
