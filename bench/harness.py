@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"machine: {info['cpu']}, {info['cores']} cores, {info['ram_gb']:.1f} GB; load {info['load_start']}")
     definitions = C.foundation_definitions(VAR / "definitions-foundation")
     results: dict = {"machine": info, "as_of": as_of.isoformat(), "repeats": repeats, "scales": {},
+                     "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
                      "started": dt.datetime.now().isoformat(timespec="seconds")}
     for scale in scales:
         data = demo_data(scale)
