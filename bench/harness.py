@@ -145,6 +145,11 @@ def profile(data_dir: Path, as_of: dt.date, definitions: Path) -> Path:
     return report
 
 
+def _summary_lines(stdout: str) -> str:
+    """A benchmark script's result block: its output without the progress lines."""
+    return "\n".join(line for line in stdout.splitlines() if not line.startswith("[bench ")).strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--scales", default="0.1,1", help="comma-separated demo scales (default 0.1,1)")
@@ -154,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="implementations to run (default all: engine,pandas,duckdb,naive_polars)")
     parser.add_argument("--no-full-catalogue", action="store_true", help="skip the full-catalogue refresh at scale 1")
     parser.add_argument("--profile", action="store_true", help="also profile the engine's refresh at scale 1")
+    parser.add_argument("--no-extras", action="store_true",
+                        help="skip the incremental-refresh, explorer and export benchmarks")
     parser.add_argument("--slow", type=float, default=150,
                         help="don't repeat an implementation at a scale once a run took longer (default 150 s)")
     parser.add_argument("--naive-max-scale", type=float, default=1.0,
@@ -225,6 +232,15 @@ def main(argv: list[str] | None = None) -> int:
         if record["ok"]:
             say(f"full catalogue: {record['seconds']:.1f} s, {record['values']:,} values, "
                 f"peak RSS {record['peak_rss_mb']:.0f} MB")
+    if not args.quick and not args.no_extras:
+        for name, script, extra in (("incremental", "bench_incremental.py", ["--runs", str(repeats)]),
+                                    ("apps", "bench_apps.py", [])):
+            say(f"running bench/{script}")
+            done = subprocess.run([sys.executable, str(HERE / script), *extra], cwd=PROJECT, capture_output=True,
+                                  text=True, timeout=args.timeout)
+            results[name] = {"ok": done.returncode == 0, "command": f"python bench/{script} {' '.join(extra)}".strip(),
+                             "output": _summary_lines(done.stdout) if done.returncode == 0 else done.stderr[-2000:]}
+            say(f"bench/{script}: " + ("done" if done.returncode == 0 else "FAILED"))
     if args.profile:
         say("profiling the engine's refresh at scale 1 with pyinstrument")
         results["profile"] = str(profile(demo_data(1.0), as_of, definitions).relative_to(PROJECT))

@@ -156,6 +156,20 @@ def write_report(results: dict, path: Path, chart: Path) -> None:
                             f"{summary['peak_rss_mb']['median']:.0f} MB |")
     lines += ["| scale | implementation | median time | median peak RSS |", "|---|---|---|---|", *rows, ""]
     lines += _targets(results)
+    for name, title, what in (
+            ("incremental", "Incremental refresh after one new month",
+             "A full refresh of every shipped definition against an incremental one after a new month of "
+             "community contacts lands (scale 0.2 demo, SQLite); the incremental run's values, quarantined rows "
+             "and judgements are asserted equal to a full refresh of the same extracts."),
+            ("apps", "Explorer and governance pack",
+             "The explorer app's first render and filter changes (server time), and the whole governance pack "
+             "exported, on a scale 0.05 demo store.")):
+        extra = results.get(name)
+        if not extra:
+            continue
+        lines += [f"## {title}", "", f"{what} `{extra['command']}`:", "", "```", extra["output"], "```", ""]
+        if not extra["ok"]:
+            lines.insert(-3, "FAILED:")
     if results.get("profile"):
         profile = C.PROJECT / results["profile"]
         lines += ["## Profile of the engine's refresh at scale 1", "",
