@@ -149,10 +149,12 @@ def _source_summary(loaded: LoadedSource, seconds: float, identity: dict) -> dic
             "quarantined_by_rule": dict(by_rule), "seconds": round(seconds, 3), **identity}
 
 
-def _current_files(catalogue: Catalogue, source_id: str, data_dir: Path) -> list[dict] | None:
-    """Content hash and size of a source's files now; None when they can't be listed (missing folder)."""
+def _current_files(catalogue: Catalogue, source_id: str, data_dir: Path,
+                   known: list[dict] | None = None) -> list[dict] | None:
+    """Content hash and size of a source's files now; None when they can't be listed (missing folder).
+    ``known``: earlier fingerprints, reused for files whose size and modification time are unchanged."""
     try:
-        return fingerprint_files(source_files(catalogue.sources[source_id], data_dir))
+        return fingerprint_files(source_files(catalogue.sources[source_id], data_dir), known)
     except (SourceError, OSError):
         return None
 
@@ -307,7 +309,7 @@ def _decide(catalogue: Catalogue, plan, data_dir: Path, engine: Engine, as_of: d
     checked: dict[str, dict] = {}
 
     def change(source_id: str) -> tuple[str, str] | None:
-        current = _current_files(catalogue, source_id, data_dir)
+        current = _current_files(catalogue, source_id, data_dir, (prev_sources.get(source_id) or {}).get("files"))
         checked[source_id] = {"files": current}
         return _input_change(catalogue, source_id, prev_sources.get(source_id), current, as_of)
 
@@ -425,8 +427,10 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
                 cache_dir(engine), source_id, depends_on, previous_sources.get(source_id),
                 lambda: store.read_quarantine(engine, run=decision.previous_id, source=source_id).drop("run_id"))
         try:
+            known_files = (decision.checked.get(source_id) or {}).get("files") if decision is not None else None
             loaded = load_source(catalogue.sources[source_id], data_dir, as_of=as_of, known_lsoas=known,
-                                 columns=columns_needed.get(source_id), previous=previous_load)
+                                 columns=columns_needed.get(source_id), previous=previous_load,
+                                 known_files=known_files)
         except SourceError as exc:
             _unchanged_while_read(catalogue, source_id, data_dir, before)
             sources[source_id] = {"status": "failed", "error": str(exc),

@@ -102,3 +102,21 @@ def test_wrong_parquet_type_is_structural(catalogue, handbuilt_dir):
     path.unlink()
     with pytest.raises(SourceError, match=r"column 'discharge_date': has type Float64, expected a date \(YYYY-MM-DD\)"):
         _load(catalogue, handbuilt_dir, "inpatient_spells")
+
+
+def test_fingerprints_are_reused_only_while_size_and_modification_time_are_unchanged(tmp_path):
+    import os
+
+    from metrics.sources import fingerprint_files
+
+    path = tmp_path / "contacts_2024-04.csv"
+    path.write_text("a,b\n1,2\n")
+    first = fingerprint_files([path])
+    assert fingerprint_files([path], first) == first  # nothing read again
+    stat = path.stat()
+    path.write_text("a,b\n3,4\n")  # same size, new content...
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ...and the old modification time
+    assert fingerprint_files([path], first)[0]["sha256"] == first[0]["sha256"]  # trusted, as rsync does
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    again = fingerprint_files([path], first)
+    assert again[0]["sha256"] != first[0]["sha256"] and again == fingerprint_files([path])
