@@ -19,8 +19,10 @@ This module knows nothing of definitions or the store.
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import polars as pl
@@ -1031,52 +1033,146 @@ def _group_seed(seed: int | None, key: tuple) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(repr(key).encode())])
 
 
-def _sii_one(
+#: Bytes of simulations a worker holds at once: ten groups at 10,000 × 5 (a chunk stays in cache).
+_SII_CHUNK_BYTES = 1 << 22
+#: Threads simulating chunks of groups side by side (each group's results do not depend on it).
+_SII_THREADS = min(8, os.cpu_count() or 1)
+
+
+def _sii_positions(repetitions: int, c: float) -> tuple[int, int]:
+    """0-based order statistics of the lower and upper limits at level ``c``."""
+    cv = c + (1 - c) / 2
+    lo = int(np.rint(repetitions * (1 - cv)))
+    hi = int(np.rint(repetitions * cv))
+    return max(lo, 1) - 1, min(max(hi, 1), repetitions) - 1
+
+
+def _sii_row_width(repetitions: int, q: int) -> int:
+    """Repetitions per row when a group's (R, Q) draws are viewed as (R/m, m·Q) rows: per-quantile
+    operands then broadcast along rows of m·Q values instead of rows of Q (numpy's inner loop)."""
+    return max((m for m in range(1, max(1, 1024 // q) + 1) if repetitions % m == 0), default=1)
+
+
+def _order_stats(x: np.ndarray, ks: list[int]) -> np.ndarray:
+    """``np.partition(row, ks)[ks]`` for every row of ``x`` (``ks`` ascending), bit for bit.
+
+    One single-k partition per k: numpy selects a single k far faster than a list of them (about
+    17 µs against 160 µs for k = 249 and 9,749 of 10,000). The k-th smallest value of a row is
+    unique, and so are its bits unless it is a zero (±0 tie) or a NaN; those rows, and rows
+    holding a NaN, are selected with the list as before."""
+    work = x.copy()
+    out = np.empty((x.shape[0], len(ks)))
+    done = 0  # work[:, :done] holds the `done` smallest values of each row
+    for j, k in enumerate(ks):
+        rest = work[:, done:]
+        rest.partition(k - done, axis=1)
+        out[:, j] = rest[:, k - done]
+        done = k + 1
+    redo = np.flatnonzero((out == 0).any(axis=1) | np.isnan(out).any(axis=1) | np.isnan(x).any(axis=1))
+    for i in redo:
+        out[i] = np.partition(x[i], ks)[ks]
+    return out
+
+
+def _sii_groups(
     pop: np.ndarray,
     y: np.ndarray,
     se: np.ndarray,
+    rngs: Sequence[np.random.Generator],
     *,
     value_type: str,
     transform: bool,
     multiplier: float,
     repetitions: int,
     levels: tuple[float, ...],
-    rng: np.random.Generator,
-) -> dict[str, float]:
-    """SII/RII of one group: ``y`` and ``se`` on the working scale (log/logit for rates and
-    proportions), rows ordered by quantile. Follows PHEindicatormethods' phe_sii."""
-    a = pop / pop.sum()
-    b = np.cumsum(a) - a / 2  # mid-point of each quantile's cumulative population share
+) -> dict[str, np.ndarray]:
+    """SII/RII of G groups of Q quantiles: ``pop``, ``y`` and ``se`` are (G, Q), ``y`` and ``se``
+    on the working scale (log/logit for rates and proportions), columns ordered by quantile;
+    group g simulates with ``rngs[g]``. Follows PHEindicatormethods' phe_sii.
+
+    Every value comes from the same floating-point operations, in the same order, as computing
+    the group alone (its R × Q normals from its own generator, the same BLAS call per group through
+    batched matmul, the same order statistics), so a group's results do not depend on the other
+    groups, the chunking or the threads. What is shared is the Python work: the draws go straight
+    into a reused buffer, the element-wise steps run in place over a chunk of groups, and chunks
+    run on ``_SII_THREADS`` threads."""
+    G, Q = y.shape
+    R = repetitions
+    a = pop / pop.sum(axis=1, keepdims=True)
+    b = np.cumsum(a, axis=1) - a / 2  # mid-point of each quantile's cumulative population share
     sqrt_a = np.sqrt(a)
-    X = np.column_stack([sqrt_a, b * sqrt_a])
-    inv_m = np.linalg.solve(X.T @ X, X.T)  # 2 × Q least-squares operator
+    X = np.stack([sqrt_a, b * sqrt_a], axis=2)  # (G, Q, 2)
+    Xt = X.transpose(0, 2, 1)
+    inv_m = np.linalg.solve(Xt @ X, Xt)  # (G, 2, Q) least-squares operators
     back = (lambda v: v) if transform else (lambda v: _from_scale(v, value_type))
-    b0, b1 = inv_m @ (sqrt_a * back(y))
-    sims = back(rng.standard_normal((repetitions, y.size)) * se + y) * sqrt_a
-    params = sims @ inv_m.T
-    icpt_s, slope_s = params[:, 0], params[:, 1]
+    fit = (inv_m @ (sqrt_a * back(y))[:, :, None])[:, :, 0]
+    b0, b1 = fit[:, 0], fit[:, 1]
 
-    def positions(c: float) -> tuple[int, int]:
-        cv = c + (1 - c) / 2
-        lo = int(np.rint(repetitions * (1 - cv)))
-        hi = int(np.rint(repetitions * cv))
-        return max(lo, 1) - 1, min(max(hi, 1), repetitions) - 1
+    ks = sorted({k for c in levels for k in _sii_positions(R, c)})
+    logistic = value_type == "proportion" and not transform
+    # 1/(1 + exp(-(z·se + y))): z·(-se) + (-y) is exactly -(z·se + y) (up to the sign of a zero
+    # sum, which exp ignores), so the negation costs no pass over the simulations.
+    scale, shift = (-se, -y) if logistic else (se, y)
+    m = _sii_row_width(R, Q)
 
-    ks = sorted({k for c in levels for k in positions(c)})
-    out: dict[str, float] = {}
+    def rows(v: np.ndarray) -> np.ndarray:  # (n, Q) -> (n, 1, m·Q), broadcast along the rows
+        return np.tile(v, (1, m))[:, None, :]
+
+    chunk = max(1, min(G, _SII_CHUNK_BYTES // (R * Q * 8)))
+    slope_k = np.empty((G, len(ks)))
+    ratio_k = np.empty((G, len(ks)))
+
+    def simulate(starts: range) -> None:  # one worker: its own buffers, its chunks in turn
+        sims = np.empty((chunk, R, Q))
+        params = np.empty((chunk, R, 2))
+        for start in starts:
+            n = min(chunk, G - start)
+            part = slice(start, start + n)
+            for i in range(n):
+                rngs[start + i].standard_normal(out=sims[i])
+            v = sims[:n].reshape(n, R // m, m * Q)
+            np.multiply(v, rows(scale[part]), out=v)
+            np.add(v, rows(shift[part]), out=v)
+            if value_type == "rate" and not transform:
+                np.exp(v, out=v)
+            elif logistic:
+                np.exp(v, out=v)
+                np.add(v, 1.0, out=v)
+                np.divide(1.0, v, out=v)
+            np.multiply(v, rows(sqrt_a[part]), out=v)
+            p = np.matmul(sims[:n], inv_m[part].transpose(0, 2, 1), out=params[:n])
+            icpt_s, slope_s = p[:, :, 0], p[:, :, 1]
+            if transform:
+                slope_k[part] = _order_stats(slope_s, ks)
+            else:
+                slope_k[part] = _order_stats(multiplier * slope_s, ks)
+                r = (slope_s + icpt_s) / icpt_s
+                if multiplier < 0:
+                    np.divide(1.0, r, out=r)
+                ratio_k[part] = _order_stats(r, ks)
+
+    starts = range(0, G, chunk)
+    workers = max(1, min(_SII_THREADS, len(starts)))
+    if workers == 1:
+        simulate(starts)
+    else:  # numpy releases the GIL for the draws, the element-wise passes, BLAS and the selection
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(simulate, [starts[i::workers] for i in range(workers)]))
+
+    def at(stat: np.ndarray, k: int) -> np.ndarray:
+        return stat[:, ks.index(k)]
+
+    out: dict[str, np.ndarray] = {}
     if not transform:
         out["sii"] = multiplier * b1
         rii = (b0 + b1) / b0
         out["rii"] = 1 / rii if multiplier < 0 else rii
         out["intercept"] = b0
-        s_sorted = np.partition(multiplier * slope_s, ks)
-        r_sims = (slope_s + icpt_s) / icpt_s
-        r_sorted = np.partition(1 / r_sims if multiplier < 0 else r_sims, ks)
         for c in levels:
-            lo, hi = positions(c)
+            lo, hi = _sii_positions(R, c)
             sfx = ci_suffix(c)
-            out[f"sii_lower_{sfx}"], out[f"sii_upper_{sfx}"] = s_sorted[lo], s_sorted[hi]
-            out[f"rii_lower_{sfx}"], out[f"rii_upper_{sfx}"] = r_sorted[lo], r_sorted[hi]
+            out[f"sii_lower_{sfx}"], out[f"sii_upper_{sfx}"] = at(slope_k, lo), at(slope_k, hi)
+            out[f"rii_lower_{sfx}"], out[f"rii_upper_{sfx}"] = at(ratio_k, lo), at(ratio_k, hi)
         return out
 
     def g(v):  # back to the indicator's scale
@@ -1087,10 +1183,9 @@ def _sii_one(
     out["sii"] = (g(x1) - g(b0)) * multiplier
     out["rii"] = g(b0) / g(x1) if multiplier < 0 else g(x1) / g(b0)
     out["intercept"] = g(b0) * abs(multiplier)
-    s_sorted = np.partition(slope_s, ks)
     for c in levels:
-        lo, hi = positions(c)
-        sl, su = s_sorted[lo], s_sorted[hi]
+        lo, hi = _sii_positions(R, c)
+        sl, su = at(slope_k, lo), at(slope_k, hi)
         diff_l, diff_u = g(xh + sl / 2) - g(xh - sl / 2), g(xh + su / 2) - g(xh - su / 2)
         ratio_l, ratio_u = g(xh + sl / 2) / g(xh - sl / 2), g(xh + su / 2) / g(xh - su / 2)
         sfx = ci_suffix(c)
@@ -1269,18 +1364,28 @@ def sii(
     )  # fmt: skip
 
     def run(s: pl.Series) -> pl.Series:
-        rows = []
-        for rec in s.to_list():
-            if rec[NOTE] is not None:
-                rows.append(dict.fromkeys(stat_names))
-                continue
-            key = tuple(rec[k] for k in out_names)
-            res = _sii_one(
-                np.asarray(rec[N], dtype=float), np.asarray(rec[V], dtype=float),
-                np.asarray(rec[S], dtype=float), rng=_group_seed(seed, key), **settings,  # type: ignore[arg-type]
-            )  # fmt: skip
-            rows.append({k: float(res[k]) for k in stat_names})
-        return pl.Series(s.name, rows, dtype=dtype)
+        fields = s.struct.unnest()
+        ok = fields[NOTE].is_null()
+        done = fields.filter(ok)
+        at = np.flatnonzero(ok.to_numpy())
+        if out_names:
+            keys = [tuple(r[k] for k in out_names) for r in done.select(out_names).to_struct().to_list()]
+        else:
+            keys = [()] * done.height
+        stats = {k: np.zeros(len(s)) for k in stat_names}
+        sizes = done[N].list.len().to_numpy()
+        for size in np.unique(sizes):  # groups without a note have every quantile: one size
+            these = np.flatnonzero(sizes == size)
+            part = done[these]
+            pop, y, se_ = (
+                np.ascontiguousarray(part[c].explode().to_numpy(), dtype=float).reshape(-1, int(size))
+                for c in (N, V, S)
+            )
+            rngs = [_group_seed(seed, keys[i]) for i in these]
+            res = _sii_groups(pop, y, se_, rngs, **settings)  # type: ignore[arg-type]
+            for k in stat_names:
+                stats[k][at[these]] = res[k]
+        return pl.DataFrame(stats).with_columns(pl.when(pl.lit(ok)).then(pl.all())).to_struct(s.name)
 
     packed = pl.struct([*out_names, N, V, S, NOTE]).map_batches(run, return_dtype=dtype)
     lf = lf.with_columns(packed.alias(f"{_P}res")).unnest(f"{_P}res")

@@ -773,6 +773,106 @@ def test_sii_reference_error_cases_give_notes():
     assert out["ci_note"].to_list() == ["not every quantile present in group", None]
 
 
+def _sii_one_reference(pop, y, se, *, value_type, transform, multiplier, repetitions, levels, rng):
+    """One group at a time, as sii first computed it (its own R × Q normals, a 2-parameter least
+    squares, np.partition): the batched implementation must give the same bits."""
+
+    def g(v):
+        return np.exp(v) if value_type == "rate" else 1 / (1 + np.exp(-v)) if value_type == "proportion" else v
+
+    a = pop / pop.sum()
+    b = np.cumsum(a) - a / 2
+    sqrt_a = np.sqrt(a)
+    X = np.column_stack([sqrt_a, b * sqrt_a])
+    inv_m = np.linalg.solve(X.T @ X, X.T)
+    back = (lambda v: v) if transform else g
+    b0, b1 = inv_m @ (sqrt_a * back(y))
+    params = (back(rng.standard_normal((repetitions, y.size)) * se + y) * sqrt_a) @ inv_m.T
+    icpt_s, slope_s = params[:, 0], params[:, 1]
+    pos = {c: stats._sii_positions(repetitions, c) for c in levels}
+    ks = sorted({k for c in levels for k in pos[c]})
+    out = {}
+    if not transform:
+        out["sii"], rii, out["intercept"] = multiplier * b1, (b0 + b1) / b0, b0
+        out["rii"] = 1 / rii if multiplier < 0 else rii
+        s_sorted = np.partition(multiplier * slope_s, ks)
+        r_sims = (slope_s + icpt_s) / icpt_s
+        r_sorted = np.partition(1 / r_sims if multiplier < 0 else r_sims, ks)
+        for c, (lo, hi) in pos.items():
+            sfx = stats.ci_suffix(c)
+            out[f"sii_lower_{sfx}"], out[f"sii_upper_{sfx}"] = s_sorted[lo], s_sorted[hi]
+            out[f"rii_lower_{sfx}"], out[f"rii_upper_{sfx}"] = r_sorted[lo], r_sorted[hi]
+        return out
+    x1 = b0 + b1
+    xh = (b0 + x1) / 2
+    out["sii"] = (g(x1) - g(b0)) * multiplier
+    out["rii"] = g(b0) / g(x1) if multiplier < 0 else g(x1) / g(b0)
+    out["intercept"] = g(b0) * abs(multiplier)
+    s_sorted = np.partition(slope_s, ks)
+    for c, (lo, hi) in pos.items():
+        sl, su = s_sorted[lo], s_sorted[hi]
+        diff_l, diff_u = g(xh + sl / 2) - g(xh - sl / 2), g(xh + su / 2) - g(xh - su / 2)
+        ratio_l, ratio_u = g(xh + sl / 2) / g(xh - sl / 2), g(xh + su / 2) / g(xh - su / 2)
+        sfx = stats.ci_suffix(c)
+        if multiplier < 0:
+            out[f"sii_lower_{sfx}"], out[f"sii_upper_{sfx}"] = diff_u * multiplier, diff_l * multiplier
+            out[f"rii_lower_{sfx}"], out[f"rii_upper_{sfx}"] = 1 / ratio_u, 1 / ratio_l
+        else:
+            out[f"sii_lower_{sfx}"], out[f"sii_upper_{sfx}"] = diff_l * multiplier, diff_u * multiplier
+            out[f"rii_lower_{sfx}"], out[f"rii_upper_{sfx}"] = ratio_l, ratio_u
+    return out
+
+
+@pytest.mark.parametrize(
+    ("value_type", "transform"),
+    [("other", False), ("rate", False), ("proportion", False), ("rate", True), ("proportion", True)],
+)
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_sii_batched_gives_the_bits_of_one_group_at_a_time(monkeypatch, value_type, transform):
+    """The simulations run a chunk of groups at a time, chunks side by side on threads; every
+    group still gets exactly (bit for bit) what computing it alone with its own generator gives,
+    whatever the chunk and the threads."""
+    rng = np.random.default_rng(99)
+    G, Q, R = 13, 7, 1234
+    pop = rng.integers(1, 50_000, (G, Q)).astype(float)
+    y = rng.normal(-2 if value_type != "other" else 70, 1, (G, Q))
+    se = rng.uniform(0.01, 0.5, (G, Q))
+    se[3] = 0.0  # every simulation equal
+    y[4], se[4] = 0.25, 0.0  # a flat group: slopes of ±0
+    se[5, 2] = np.nan  # NaN simulations
+    keys = [(f"area{i}", i) for i in range(G)]
+    for chunk_groups, threads, multiplier, levels in [
+        (1, 1, 1.0, (0.95,)), (4, 3, -100.0, (0.95, 0.998)), (G, 2, 2.5, (0.8, 0.5)), (2, 2, -1.0, (0.9,)),
+    ]:  # fmt: skip
+        monkeypatch.setattr(stats, "_SII_CHUNK_BYTES", chunk_groups * R * Q * 8)
+        monkeypatch.setattr(stats, "_SII_THREADS", threads)
+        settings_ = dict(value_type=value_type, transform=transform, multiplier=multiplier,
+                         repetitions=R, levels=levels)  # fmt: skip
+        got = stats._sii_groups(pop, y, se, [stats._group_seed(5, k) for k in keys], **settings_)
+        for i, key in enumerate(keys):
+            exp = _sii_one_reference(pop[i], y[i], se[i], rng=stats._group_seed(5, key), **settings_)
+            assert sorted(got) == sorted(exp)
+            for name, value in exp.items():
+                assert np.float64(got[name][i]).tobytes() == np.float64(value).tobytes(), (key, name)
+
+
+def test_sii_order_stats_bits_of_np_partition():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(9, 2001))
+    x[1] = np.round(x[1])  # ties, including +0 and -0 at the selected positions
+    x[1, ::3] *= -0.0
+    x[2, 5] = np.nan
+    x[3, :1500] = np.nan  # the upper position falls on a NaN
+    x[4, 7] = np.inf
+    x[5, 9] = -np.inf
+    x[6] = 0.0
+    x[7] = -x[7] * 1e-300
+    ks = [0, 49, 1000, 1950, 2000]
+    got = stats._order_stats(x, ks)
+    for i, row in enumerate(x):
+        assert got[i].tobytes() == np.partition(row, ks)[ks].tobytes(), i
+
+
 # --------------------------------------------------------------------------- property tests
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
