@@ -500,8 +500,9 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
             values.append(earlier.drop("run_id").join(only, on=["metric_id", "period_type", "period_start",
                                                                 "period_end"], how="anti"))
             sources[source_plan.source_id]["periods_recomputed"] = only.height
-        values.append(compute_source(source_plan, loaded.frame, catalogue, geography=geo_frame,
-                                     populations={p: populations[p].frame for p in pops}, only=only))
+        if only is None or only.height:
+            values.append(compute_source(source_plan, loaded.frame, catalogue, geography=geo_frame,
+                                         populations={p: populations[p].frame for p in pops}, only=only))
         del loaded
         timings["compute"] = round(timings["compute"] + time.perf_counter() - tick, 3)
         say(f"  computed {len(source_plan.steps)} metric(s) on {source_plan.source_id} "

@@ -189,6 +189,20 @@ def test_a_scoped_refresh_leaves_other_sources_to_their_own_schedule(engine, han
     assert "Town centre" in store.read_values(engine, breakdown="neighbourhood")["group"].to_list()
 
 
+def test_an_appended_file_whose_rows_are_all_quarantined_changes_no_value(engine, handbuilt_dir, definitions):
+    first = refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF)
+    header = CONTACTS_JULY.splitlines()[0]
+    (handbuilt_dir / "community_contacts" / "contacts_2024-08.csv").write_text(
+        header + "\nc20,P9,R9,2099-08-01,5,10,01,A10,50,F,A,E01000001,M87001,5\n")  # in the future
+    incremental = refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF, incremental=True)
+    full = refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF)
+    assert_same_publication(engine, incremental.run_id, full.run_id)
+    run = store.read_run(engine, incremental.run_id)
+    assert run["sources"]["community_contacts"]["periods_recomputed"] == 0
+    assert run["sources"]["community_contacts"]["rows_quarantined"] == 1
+    assert computed_by(engine, incremental.run_id)["community_contacts_per_1000"] == {first.run_id}
+
+
 def test_only_a_pure_append_lets_a_load_start_from_the_last_one(definitions):
     from metrics.sources import appended_files
 
