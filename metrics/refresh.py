@@ -419,8 +419,9 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
         started = time.perf_counter()
         identity = _identity(catalogue, source_id, as_of)
         before = _stat(catalogue, source_id, data_dir)
+        cached = cached and _CACHE_SOURCES
         depends_on = {**identity, "columns": list(columns_needed.get(source_id) or []), "code": code_version(),
-                      "lsoas": hashlib.sha256("\n".join(sorted(known or [])).encode()).hexdigest()}
+                      "lsoas": lsoa_digest} if cached else {}
         previous_load = None
         if cached and decision is not None and decision.previous_id is not None:
             previous_load = source_cache.load(
@@ -438,7 +439,7 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
             say(f"  {source_id}: FAILED — {exc}")
             return None
         _unchanged_while_read(catalogue, source_id, data_dir, before)
-        if cached and _CACHE_SOURCES:
+        if cached:
             writer = threading.Thread(target=source_cache.save, args=(cache_dir(engine), loaded, depends_on),
                                       name=f"cache-{source_id}", daemon=True)
             writer.start()
@@ -467,6 +468,8 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
     elif lookup_ids:
         reuse(lookup_ids[0])
     known = geography.frame["lsoa_code"].to_list() if geography else None
+    # What the cached rows' LSOA checks depended on (metrics.source_cache), worked out once.
+    lsoa_digest = hashlib.sha256("\n".join(sorted(known or [])).encode()).hexdigest()
     geo_frame = geography.frame if geography else None
     needed_populations = {s.population_source for p in fresh for s in p.steps if s.population_source}
     populations = {pid: load(pid, known) for pid in sorted(needed_populations)}
