@@ -142,11 +142,18 @@ def _identity(catalogue: Catalogue, source_id: str, as_of: dt.date) -> dict:
 
 
 def _source_summary(loaded: LoadedSource, seconds: float, identity: dict) -> dict:
-    by_rule = (loaded.quarantine.group_by("rule").len().sort("rule").rows() if loaded.quarantine.height else [])
     return {"status": "ok", "files": loaded.files, "files_read": loaded.files_read,
             "rows_read": loaded.rows_read, "rows_valid": loaded.rows_valid,
             "rows_quarantined": loaded.rows_quarantined, "rows_superseded": loaded.rows_superseded,
-            "quarantined_by_rule": dict(by_rule), "seconds": round(seconds, 3), **identity}
+            "quarantined_by_rule": loaded.quarantined_by_rule(), "seconds": round(seconds, 3), **identity}
+
+
+def _recorded_quarantine(summary: dict | None) -> dict[str, int] | None:
+    """A source's quarantine records per rule as a run recorded them, if they add up to its count."""
+    by_rule = (summary or {}).get("quarantined_by_rule")
+    if not isinstance(by_rule, dict) or sum(by_rule.values()) != (summary or {}).get("rows_quarantined"):
+        return None
+    return {str(rule): int(n) for rule, n in by_rule.items()}
 
 
 def _current_files(catalogue: Catalogue, source_id: str, data_dir: Path,
@@ -424,9 +431,11 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
                       "lsoas": lsoa_digest} if cached else {}
         previous_load = None
         if cached and decision is not None and decision.previous_id is not None:
+            # The earlier run's quarantined rows of this source stay as they are (a load from the
+            # cache only adds records): they are copied in the store when the run is published.
             previous_load = source_cache.load(
                 cache_dir(engine), source_id, depends_on, previous_sources.get(source_id),
-                lambda: store.read_quarantine(engine, run=decision.previous_id, source=source_id).drop("run_id"))
+                lambda: _recorded_quarantine(previous_sources.get(source_id)))
         try:
             known_files = (decision.checked.get(source_id) or {}).get("files") if decision is not None else None
             loaded = load_source(catalogue.sources[source_id], data_dir, as_of=as_of, known_lsoas=known,
@@ -439,6 +448,8 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
             say(f"  {source_id}: FAILED — {exc}")
             return None
         _unchanged_while_read(catalogue, source_id, data_dir, before)
+        if loaded.changed_rows is not None:  # started from the cached load: its quarantine is the last run's
+            quarantine_carried.append(source_id)
         if cached:
             writer = threading.Thread(target=source_cache.save, args=(cache_dir(engine), loaded, depends_on),
                                       name=f"cache-{source_id}", daemon=True)
@@ -454,9 +465,10 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
         summary.setdefault("carried_from_run", decision.previous_id)
         sources[source_id] = summary
         if decision.previous_id is not None:
-            quarantine.append(store.read_quarantine(engine, run=decision.previous_id, source=source_id).drop("run_id"))
+            quarantine_carried.append(source_id)
 
     values, failed, carried, quarantine = [], [], [], []
+    quarantine_carried: list[str] = []  # sources whose quarantined rows are the last run's, copied in the store
     cache_writers: list[threading.Thread] = []
     lookup_ids = [s.id for s in catalogue.sources.values() if s.kind == "lookup"]
     geography = None
@@ -550,12 +562,13 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
     checkpoint()
     if lease is not None:
         lease.check()  # renewed just now: nobody else can have started refreshing
-    store.publish_run(engine, run_id, values=combined, definitions=definitions, quarantine=quarantine_frame,
-                      sources=sources, timings=timings, definition_versions=versions, frames=frames)
+    counts = store.publish_run(engine, run_id, values=combined, definitions=definitions, quarantine=quarantine_frame,
+                               sources=sources, timings=timings, definition_versions=versions, frames=frames,
+                               quarantine_from=(decision.previous_id, quarantine_carried) if quarantine_carried else None)
     timings["write"] = round(time.perf_counter() - tick, 3)
     for writer in cache_writers:  # before the lease goes: the next refresh may read what they write
         writer.join()
-    quarantined = quarantine_frame.height if quarantine_frame is not None else 0
+    quarantined = counts["quarantined"]
     say(f"run {run_id} published: {combined.height:,} values, {quarantined:,} rows quarantined"
         + (f"; carried forward {', '.join(carried)} (source failed: {', '.join(failed)})" if carried else ""))
     return RefreshResult(run_id=run_id, status="published", values=combined.height, quarantined=quarantined,

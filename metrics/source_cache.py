@@ -53,9 +53,11 @@ def save(folder: Path, loaded: LoadedSource, depends_on: dict) -> None:
 
 
 def load(folder: Path, source_id: str, depends_on: dict, recorded: dict | None,
-         quarantine: Callable[[], pl.DataFrame]) -> PreviousLoad | None:
+         quarantine: Callable[[], pl.DataFrame | dict[str, int] | None]) -> PreviousLoad | None:
     """The cached load of ``source_id`` if it is what the last published run computed from
-    (``recorded``: that run's record of the source) with the same inputs, else None."""
+    (``recorded``: that run's record of the source) with the same inputs, else None.
+    ``quarantine`` gives that load's quarantine records, or their count per rule
+    (``PreviousLoad.quarantine``); None means they can't be had, so the cache isn't used."""
     meta_path = folder / f"{source_id}.json"
     if recorded is None or recorded.get("status") != "ok" or not meta_path.exists():
         return None
@@ -75,7 +77,10 @@ def load(folder: Path, source_id: str, depends_on: dict, recorded: dict | None,
         return None
     if frame.height != meta.get("rows"):
         return None
-    return PreviousLoad(frame=frame, quarantine=quarantine(), files=meta["files"],
+    earlier_quarantine = quarantine()
+    if earlier_quarantine is None:
+        return None
+    return PreviousLoad(frame=frame, quarantine=earlier_quarantine, files=meta["files"],
                         rows_superseded=int(meta.get("rows_superseded", 0)))
 
 

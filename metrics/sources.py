@@ -75,6 +75,10 @@ class LoadedSource:
     warnings: list[str] = field(default_factory=list)
     files_read: int = 0  # fewer than ``files`` when an earlier load supplied the rest (``PreviousLoad``)
     changed_rows: pl.DataFrame | None = None  # with a PreviousLoad: rows added or removed since it
+    # With a PreviousLoad whose quarantine records stay where they are (in the store): how many there
+    # are and their rules. ``quarantine`` then holds only the records of the files read now.
+    earlier_quarantine: int = 0
+    earlier_quarantine_by_rule: dict[str, int] = field(default_factory=dict)
 
     @property
     def rows_valid(self) -> int:
@@ -82,7 +86,14 @@ class LoadedSource:
 
     @property
     def rows_quarantined(self) -> int:
-        return self.quarantine.height
+        return self.quarantine.height + self.earlier_quarantine
+
+    def quarantined_by_rule(self) -> dict[str, int]:
+        """Quarantine records per rule (a row that broke several rules counts under their '; '-joined names)."""
+        counts = dict(self.earlier_quarantine_by_rule)
+        for rule, n in (self.quarantine.group_by("rule").len().rows() if self.quarantine.height else []):
+            counts[rule] = counts.get(rule, 0) + n
+        return dict(sorted(counts.items()))
 
 
 # --- files ---------------------------------------------------------------------------------------
@@ -416,10 +427,14 @@ class PreviousLoad:
     """What an earlier load of a source produced, so that a later one can read only new files.
 
     ``frame`` is that load's validated, de-duplicated frame (the same columns), ``quarantine`` its
-    quarantine records and ``files`` the fingerprints (with row counts) of the files it read."""
+    quarantine records and ``files`` the fingerprints (with row counts) of the files it read.
+
+    ``quarantine`` may instead be a count of records per rule when the caller keeps the records
+    elsewhere (a refresh copies them from the earlier run inside the store): a new load never changes
+    an earlier file's quarantine records, so they need not be read and written back."""
 
     frame: pl.DataFrame
-    quarantine: pl.DataFrame
+    quarantine: pl.DataFrame | dict[str, int]
     files: list[dict]
     rows_superseded: int
 
@@ -515,9 +530,13 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
             validate_batch()
     if batch:
         validate_batch()
+    earlier_by_rule: dict[str, int] = {}
     if previous is not None:
         valid_parts.insert(0, previous.frame.select(valid_parts[0].columns))
-        quarantine_parts.insert(0, previous.quarantine)
+        if isinstance(previous.quarantine, dict):
+            earlier_by_rule = previous.quarantine
+        else:
+            quarantine_parts.insert(0, previous.quarantine)
     superseded = previous.rows_superseded if previous is not None else 0
     replaced = None  # earlier rows a new file's resubmissions replaced
     if source.dedup:
@@ -557,4 +576,5 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
         added = frame.filter(pl.col(_FILE).is_in(new_files))
         changed = pl.concat([added, replaced], how="vertical") if replaced is not None else added
     return LoadedSource(source=source, frame=frame, quarantine=quarantine, files=prints,
-                        rows_read=rows_read, rows_superseded=superseded, files_read=files_read, changed_rows=changed)
+                        rows_read=rows_read, rows_superseded=superseded, files_read=files_read, changed_rows=changed,
+                        earlier_quarantine=sum(earlier_by_rule.values()), earlier_quarantine_by_rule=earlier_by_rule)

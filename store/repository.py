@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, Engine, Float, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Float, Integer, delete, func, insert, literal, select, update
 
 from store.models import MetricDefinitionRecord, MetricValue, QuarantinedRow, RefreshRun, RunFrame
 
@@ -87,13 +87,16 @@ def start_run(engine: Engine, *, trigger: str = "cli", data_dir: str = "", code_
 def publish_run(engine: Engine, run_id: int, *, values: pl.DataFrame, definitions: list[dict[str, Any]],
                 quarantine: pl.DataFrame | None = None, sources: dict | None = None,
                 timings: dict | None = None, definition_versions: dict | None = None,
-                frames: dict[str, pl.DataFrame] | None = None) -> None:
+                frames: dict[str, pl.DataFrame] | None = None,
+                quarantine_from: tuple[int, Sequence[str]] | None = None) -> dict[str, int]:
     """Write a run's values, definitions, quarantine and named result ``frames`` and mark it
-    published — all or nothing.
+    published — all or nothing. Returns how many values and quarantined rows the run has.
 
     ``values`` has ``VALUE_SCHEMA`` columns plus ``computed_run_id`` (defaults to this run).
     Rows go in with COPY on PostgreSQL and a prepared executemany on SQLite, in the same transaction as
     the status flip: a crash or kill anywhere before the commit leaves nothing of the run visible.
+    ``quarantine_from`` = (earlier run id, source ids): those sources' quarantined rows of the earlier
+    run are copied to this one inside the database (``INSERT … SELECT``), besides ``quarantine``.
     """
     if "computed_run_id" not in values.columns:
         values = values.with_columns(pl.lit(run_id).alias("computed_run_id"))
@@ -107,6 +110,9 @@ def publish_run(engine: Engine, run_id: int, *, values: pl.DataFrame, definition
     with engine.begin() as conn:
         _bulk_insert(conn, MetricValue, values)
         _bulk_insert(conn, QuarantinedRow, quarantine)
+        quarantined = quarantine.height
+        if quarantine_from is not None and quarantine_from[1]:
+            quarantined += _copy_quarantine(conn, quarantine_from[0], list(quarantine_from[1]), run_id)
         if definitions:
             conn.execute(insert(MetricDefinitionRecord), [{**d, "run_id": run_id} for d in definitions])
         for name, frame in (frames or {}).items():
@@ -116,11 +122,26 @@ def publish_run(engine: Engine, run_id: int, *, values: pl.DataFrame, definition
         now = _now()
         conn.execute(update(RefreshRun).where(RefreshRun.id == run_id).values(
             status="published", finished_at=now, published_at=now,
-            values_count=values.height, quarantined_count=quarantine.height,
+            values_count=values.height, quarantined_count=quarantined,
             sources_json=json.dumps(sources or {}, default=str),
             timings_json=json.dumps(timings or {}),
             definitions_json=json.dumps(definition_versions or {}),
         ))
+    return {"values": values.height, "quarantined": quarantined}
+
+
+def _copy_quarantine(conn: Connection, from_run: int, sources: list[str], to_run: int) -> int:
+    """Copy ``sources``' quarantined rows of run ``from_run`` to run ``to_run``; return how many."""
+    columns = [c for c in QUARANTINE_SCHEMA]
+    table = QuarantinedRow.__table__
+    chosen = (select(*(table.c[c] for c in columns), literal(to_run, Integer).label("run_id"))
+              .where(table.c.run_id == from_run, table.c.source_id.in_(sources)))
+    result = conn.execute(insert(table).from_select([*columns, "run_id"], chosen))
+    copied = result.rowcount
+    if copied is None or copied < 0:  # psycopg doesn't report it for INSERT … SELECT: count what was copied
+        copied = conn.execute(select(func.count()).select_from(table).where(
+            table.c.run_id == from_run, table.c.source_id.in_(sources))).scalar()
+    return int(copied)
 
 
 def _parquet_bytes(frame: pl.DataFrame) -> bytes:
