@@ -60,6 +60,11 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "column": pl.String(), "value": pl.String(), "message": pl.String(), "row_json": pl.String(),
 }
 _BATCH = 20_000
+# Besides its rows in ``metric_value``, a published run keeps all its values as one Parquet frame
+# under this name: reading a whole run (or most of it) back — the apps, an incremental refresh —
+# is then one blob instead of tens of thousands of rows. Written from the same frame in the same
+# transaction as the rows, so the two always agree; runs published before it fall back to the rows.
+_VALUES_FRAME: str | None = "_values"  # None: publish as before it existed (tests of older stores)
 
 
 def _now() -> dt.datetime:
@@ -100,8 +105,10 @@ def publish_run(engine: Engine, run_id: int, *, values: pl.DataFrame, definition
     """
     if "computed_run_id" not in values.columns:
         values = values.with_columns(pl.lit(run_id).alias("computed_run_id"))
+    # NaN is stored as missing on every backend (SQLite can't hold NaN; PostgreSQL could).
     values = values.select(*[pl.col(c).cast(t) for c, t in VALUE_SCHEMA.items()],
                            pl.col("computed_run_id").cast(pl.Int64), pl.lit(run_id, pl.Int64).alias("run_id"))
+    values = values.with_columns(pl.col([c for c, t in VALUE_SCHEMA.items() if t == pl.Float64]).fill_nan(None))
     if quarantine is not None and quarantine.height:
         quarantine = quarantine.select(*[pl.col(c).cast(t) for c, t in QUARANTINE_SCHEMA.items()],
                                        pl.lit(run_id, pl.Int64).alias("run_id"))
@@ -115,7 +122,7 @@ def publish_run(engine: Engine, run_id: int, *, values: pl.DataFrame, definition
             quarantined += _copy_quarantine(conn, quarantine_from[0], list(quarantine_from[1]), run_id)
         if definitions:
             conn.execute(insert(MetricDefinitionRecord), [{**d, "run_id": run_id} for d in definitions])
-        for name, frame in (frames or {}).items():
+        for name, frame in {**(frames or {}), **({_VALUES_FRAME: values} if _VALUES_FRAME else {})}.items():
             conn.execute(insert(RunFrame).values(run_id=run_id, name=name, row_count=frame.height,
                                                  columns_json=json.dumps(frame.columns),
                                                  content=_parquet_bytes(frame)))
@@ -322,15 +329,22 @@ def read_values(engine: Engine, *, metric: str | list[str] | None = None, place:
         columns.append(MetricValue.computed_run_id)
     if run_id is None:
         return pl.DataFrame(schema=schema)
-    query = select(*columns).where(MetricValue.run_id == run_id)
-    for column, wanted in ((MetricValue.metric_id, metric), (MetricValue.place, place),
-                           (MetricValue.breakdown, breakdown), (MetricValue.period_type, period_type)):
-        if wanted is not None:
-            query = query.where(column.in_([wanted] if isinstance(wanted, str) else list(wanted)))
-    query = query.order_by(MetricValue.metric_id, MetricValue.place, MetricValue.period_type,
-                           MetricValue.breakdown, MetricValue.group, MetricValue.period_start)
+    wanted = {"metric_id": metric, "place": place, "breakdown": breakdown, "period_type": period_type}
+    wanted = {c: [w] if isinstance(w, str) else list(w) for c, w in wanted.items() if w is not None}
+    order = ["metric_id", "place", "period_type", "breakdown", "group", "period_start"]
     with engine.connect() as conn:
-        return _query_frame(conn, query, schema)
+        content = None if _VALUES_FRAME is None else conn.execute(
+            select(RunFrame.content).where(RunFrame.run_id == run_id, RunFrame.name == _VALUES_FRAME)).scalar()
+        if content is None:  # published before runs kept their values as one frame
+            query = select(*columns).where(MetricValue.run_id == run_id)
+            for column, chosen in wanted.items():
+                query = query.where(getattr(MetricValue, column).in_(chosen))
+            return _query_frame(conn, query.order_by(*(getattr(MetricValue, c) for c in order)), schema)
+    frame = pl.read_parquet(io.BytesIO(content), columns=list(schema))
+    if wanted:
+        frame = frame.filter(*(pl.col(c).is_in(chosen) for c, chosen in wanted.items()))
+    # The rows' order as the query's ORDER BY gives it on SQLite (bytewise; nulls first).
+    return frame.sort(order, nulls_last=False, maintain_order=True).cast(schema)
 
 
 RUN_SCHEMA: dict[str, pl.DataType] = {

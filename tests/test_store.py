@@ -80,7 +80,9 @@ def test_a_new_store_is_at_head_and_matches_the_models(engine):
         assert all(timestamps[c].timezone for c in ("started_at", "finished_at", "published_at"))  # timestamptz
 
 
-def test_upgrading_from_the_first_revision_keeps_every_run(db_url):
+def test_upgrading_from_the_first_revision_keeps_every_run(db_url, monkeypatch):
+    # Runs published as the first revision's code did: no run frames (that table came later).
+    monkeypatch.setattr(store.repository, "_VALUES_FRAME", None)
     engine = store.get_engine(db_url, migrate=False)
     assert store.migrate(engine, FIRST_REVISION) == (None, FIRST_REVISION)
     assert "ix_metric_value_run_id" in _indexes(engine, "metric_value")
@@ -103,8 +105,38 @@ def test_upgrading_from_the_first_revision_keeps_every_run(db_url):
     assert store.migrate(engine) == (HEAD, HEAD)  # nothing left to do
 
 
+def test_a_runs_values_read_from_its_frame_equal_its_rows(engine, monkeypatch):
+    """read_values answers from the run's one-blob copy of its values when there is one: the same
+    rows, columns, types and order as the rows in metric_value give (every filter, provenance)."""
+    values = pl.concat([_values(60, seed=3, metric="a"), _values(45, seed=4, metric="b")]).with_columns(
+        pl.when(pl.col("group") == "7").then(None).otherwise(pl.col("value")).alias("value"),
+        pl.when(pl.col("group") == "8").then(float("nan")).otherwise(pl.col("lower_95")).alias("lower_95"))
+    earlier = _publish(engine, _values(5, seed=5))
+    run_id = store.start_run(engine, trigger="test")
+    store.publish_run(engine, run_id, definitions=[], values=values.with_columns(
+        pl.when(pl.col("metric_id") == "b1").then(earlier).otherwise(run_id).cast(pl.Int64).alias("computed_run_id")))
+    monkeypatch.setattr(store.repository, "_VALUES_FRAME", None)
+    rows_only = _publish(engine, values)  # as runs published before the frame existed
+    monkeypatch.undo()
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(store.RunFrame)
+                            .where(store.RunFrame.run_id == rows_only)).scalar() == 0
+    asks = [{}, {"metric": "a1"}, {"metric": ["a0", "b1", "nope"]}, {"place": "Walsall", "breakdown": ["imd_quintile"]},
+            {"period_type": "quarter"}, {"provenance": True}, {"metric": "b1", "provenance": True}]
+    for ask in asks:
+        from_frame = store.read_values(engine, run=run_id, **ask)
+        monkeypatch.setattr(store.repository, "_VALUES_FRAME", "-no-such-frame-")
+        from_rows = store.read_values(engine, run=run_id, **ask)
+        monkeypatch.undo()
+        assert from_frame.height == from_rows.height and (not ask or from_frame.height < values.height or ask == {"provenance": True})
+        assert_frame_equal(from_frame, from_rows, check_exact=True)
+        assert_frame_equal(store.read_values(engine, run=rows_only, **ask).drop("run_id", *(["computed_run_id"] if ask.get("provenance") else [])),
+                           from_frame.drop("run_id", *(["computed_run_id"] if ask.get("provenance") else [])), check_exact=True)
+
+
 @pytest.mark.parametrize("made_by", ["first_revision_models", "todays_models"])
-def test_a_store_made_before_migrations_is_adopted(db_url, made_by):
+def test_a_store_made_before_migrations_is_adopted(db_url, made_by, monkeypatch):
+    monkeypatch.setattr(store.repository, "_VALUES_FRAME", None)  # published as code of that time did
     engine = store.get_engine(db_url, migrate=False)
     metadata = _scripts().get_revision(FIRST_REVISION).module.schema() if made_by == "first_revision_models" \
         else SQLModel.metadata
