@@ -24,32 +24,59 @@ from metrics.sources import LoadedSource, PreviousLoad
 __all__ = ["save", "load"]
 
 
+_MAX_PARTS = 12  # appended parts kept before the frame is written again as one
+
+
 def save(folder: Path, loaded: LoadedSource, depends_on: dict) -> None:
     """Keep ``loaded``'s frame for the next incremental refresh (best effort: a failure to write
     only costs that refresh a full read).
 
-    Each frame goes to a new file that the source's ``.json`` then names (replaced atomically), so a
-    reader sees either the old pair or the new one, never a mix."""
+    When ``loaded`` only added rows to the cached frame it started from (``LoadedSource.extends``),
+    just the new rows are written, as one more part; otherwise (or after ``_MAX_PARTS`` parts) the
+    whole frame. Parts go to new files that the source's ``.json`` then names (replaced atomically),
+    so a reader sees either the old set or the new one, never a mix."""
     source_id = loaded.source.id
     meta_path = folder / f"{source_id}.json"
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        parts, frame = [], loaded.frame
+        earlier = _read_meta(meta_path)
+        if (loaded.extends is not None and earlier is not None and earlier.get("rows") == loaded.extends
+                and _without_as_of(earlier.get("depends_on", {})) == _without_as_of(depends_on) and 0 < len(earlier.get("parts", [])) < _MAX_PARTS
+                and _files(earlier.get("files")) is not None
+                and set(_files(earlier["files"])) <= set(_files(loaded.files) or [])):
+            parts, frame = list(earlier["parts"]), loaded.frame.slice(loaded.extends)
         frame_path = folder / f"{source_id}-{uuid.uuid4().hex[:12]}.parquet"
         partial = frame_path.with_suffix(".partial")
         # Parquet with snappy: several times faster to read back than Arrow IPC for these string-heavy
         # frames, at a write cost the refresh overlaps with its other work (it calls this in a thread).
-        loaded.frame.write_parquet(partial, compression="snappy", statistics=False)
+        frame.write_parquet(partial, compression="snappy", statistics=False)
         os.replace(partial, frame_path)
+        parts.append(frame_path.name)
         meta = {"depends_on": depends_on, "files": loaded.files, "rows_superseded": loaded.rows_superseded,
-                "rows": loaded.frame.height, "frame": frame_path.name}
+                "rows": loaded.frame.height, "parts": parts}
         partial = meta_path.with_suffix(".json.partial")
         partial.write_text(json.dumps(meta, sort_keys=True, default=str))
         os.replace(partial, meta_path)
         for old in folder.glob(f"{glob.escape(source_id)}-*.parquet"):
-            if old != frame_path:
+            if old.name not in parts:
                 old.unlink(missing_ok=True)
     except OSError:
         pass
+
+
+def _without_as_of(depends_on: dict) -> dict:
+    return {k: v for k, v in depends_on.items() if k != "as_of"}
+
+
+def _read_meta(meta_path: Path) -> dict | None:
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if "frame" in meta and "parts" not in meta:  # written before frames were kept in parts
+        meta["parts"] = [meta.pop("frame")]
+    return meta if isinstance(meta, dict) and isinstance(meta.get("parts"), list) else None
 
 
 def load(folder: Path, source_id: str, depends_on: dict, recorded: dict | None,
@@ -61,19 +88,18 @@ def load(folder: Path, source_id: str, depends_on: dict, recorded: dict | None,
     meta_path = folder / f"{source_id}.json"
     if recorded is None or recorded.get("status") != "ok" or not meta_path.exists():
         return None
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError):
+    meta = _read_meta(meta_path)
+    if meta is None:
         return None
     cached = meta.get("depends_on", {})
-    same = {k: v for k, v in depends_on.items() if k != "as_of"} == {k: v for k, v in cached.items() if k != "as_of"}
+    same = _without_as_of(depends_on) == _without_as_of(cached)
     if not same or not _as_of_compatible(cached.get("as_of"), depends_on["as_of"], recorded):
         return None
     if _files(meta.get("files")) != _files(recorded.get("files")):
         return None
     try:
-        frame = pl.read_parquet(folder / meta["frame"])
-    except (OSError, KeyError, pl.exceptions.PolarsError):
+        frame = pl.read_parquet([folder / part for part in meta["parts"]])
+    except (OSError, KeyError, TypeError, pl.exceptions.PolarsError):
         return None
     if frame.height != meta.get("rows"):
         return None

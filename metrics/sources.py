@@ -79,6 +79,9 @@ class LoadedSource:
     # are and their rules. ``quarantine`` then holds only the records of the files read now.
     earlier_quarantine: int = 0
     earlier_quarantine_by_rule: dict[str, int] = field(default_factory=dict)
+    # With a PreviousLoad none of whose rows were replaced: how many leading rows of ``frame`` are
+    # exactly its frame (the rest came from the new files). None otherwise.
+    extends: int | None = None
 
     @property
     def rows_valid(self) -> int:
@@ -577,4 +580,6 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
         changed = pl.concat([added, replaced], how="vertical") if replaced is not None else added
     return LoadedSource(source=source, frame=frame, quarantine=quarantine, files=prints,
                         rows_read=rows_read, rows_superseded=superseded, files_read=files_read, changed_rows=changed,
-                        earlier_quarantine=sum(earlier_by_rule.values()), earlier_quarantine_by_rule=earlier_by_rule)
+                        earlier_quarantine=sum(earlier_by_rule.values()), earlier_quarantine_by_rule=earlier_by_rule,
+                        extends=(previous.frame.height if previous is not None and (replaced is None or not replaced.height)
+                                 else None))

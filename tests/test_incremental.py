@@ -218,3 +218,55 @@ def test_only_a_pure_append_lets_a_load_start_from_the_last_one(definitions):
     assert appended_files(screening, [june], [june, july]) == [july["file"]]    # a key only: still an append
     both = contacts.model_copy(update={"key": ["contact_id"]})
     assert appended_files(both, [june], [june, july]) is None  # resubmissions *and* a key: read everything
+
+
+def test_the_cached_rows_grow_by_a_part_per_pure_append_and_are_rewritten_after_a_resubmission(
+        engine, handbuilt_dir, definitions):
+    """The source cache keeps each appended file's rows as one more part (no rewrite of the rows it
+    had); a file that replaces earlier rows (a resubmission) rewrites it whole. Each incremental
+    refresh still publishes exactly what a full one does."""
+    import json
+
+    from metrics.refresh import cache_dir
+
+    refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF)
+    header = CONTACTS_JULY.splitlines()[0]
+    folder = handbuilt_dir / "community_contacts"
+    months = {"2024-07": "c30,P2,R2,2024-07-02,5,15,04,A03,30,F,H,E01000002,M87002,4\n",
+              "2024-08": "c31,P5,R5,2024-08-11,5,30,01,A10,66,F,A,E01000004,M91002,5\n"}
+    parts = []
+    for month, rows in months.items():
+        (folder / f"contacts_{month}.csv").write_text(f"{header}\n{rows}")
+        incremental = refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF, incremental=True)
+        full = refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF)
+        assert incremental.recomputed == ["community_contacts"]
+        assert_same_publication(engine, incremental.run_id, full.run_id)
+        assert store.read_run(engine, incremental.run_id)["sources"]["community_contacts"]["files_read"] == 1
+        # The full refresh rewrote the cache whole; re-run the incremental step against the cache the
+        # incremental refresh itself wrote, so the parts can be seen growing.
+        parts.append(json.loads((cache_dir(engine) / "community_contacts.json").read_text())["parts"])
+    assert [len(p) for p in parts] == [1, 1]  # each full refresh writes one part
+
+    # Pure appends one after another, without full refreshes in between: one part more each time.
+    grown = []
+    for month, rows in {"2024-09": "c32,P6,R6,2024-09-12,5,30,01,A10,70,M,A,E01000003,M91001,6\n",
+                        "2024-10": "c33,P6,R6,2024-10-13,5,30,01,A10,70,M,A,E01000003,M91001,7\n"}.items():
+        (folder / f"contacts_{month}.csv").write_text(f"{header}\n{rows}")
+        refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF, incremental=True)
+        grown.append(json.loads((cache_dir(engine) / "community_contacts.json").read_text())["parts"])
+    assert len(grown[0]) == 2 and len(grown[1]) == 3 and grown[1][:2] == grown[0]
+    assert sorted(p.name for p in cache_dir(engine).glob("community_contacts-*.parquet")) == sorted(grown[1])
+    incremental = store.latest_run_id(engine)
+    full = refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF)
+    assert_same_publication(engine, incremental, full.run_id)
+
+    # A file resubmitting an earlier contact (c30, now not attended): the earlier row is replaced,
+    # so the cached rows are written again as one part.
+    (folder / "contacts_2024-11.csv").write_text(f"{header}\nc30,P2,R2,2024-07-02,6,15,04,A03,30,F,H,E01000002,M87002,8\n")
+    refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF, incremental=True)
+    assert len(json.loads((cache_dir(engine) / "community_contacts.json").read_text())["parts"]) == 1
+    (folder / "contacts_2024-12.csv").write_text(f"{header}\nc34,P2,R2,2024-11-02,5,15,04,A03,30,F,H,E01000002,M87002,9\n")
+    refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF, incremental=True)
+    incremental = store.latest_run_id(engine)
+    full = refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF)
+    assert_same_publication(engine, incremental, full.run_id)
