@@ -28,6 +28,7 @@ from metrics.stats import sii
 __all__ = ["judge", "spc_period_type", "compare_with_benchmark", "Judgements", "COMPARISONS"]
 
 SERIES = ["metric_id", "place", "period_type", "breakdown", "group"]
+PERIOD_KEYS = ["metric_id", "period_type", "period_start", "period_end"]
 Z95 = 1.959963984540054
 COMPARISONS = ("better", "similar", "worse", "higher", "lower", "not_compared")
 IMPROVEMENT = {"higher_is_better": "increase", "lower_is_better": "decrease", "neutral": "neutral"}
@@ -196,17 +197,17 @@ def _inequalities(values: pl.DataFrame, catalogue: Catalogue, metrics: pl.DataFr
 
     sii_parts = []
     sii_columns = ["sii", "sii_lower_95", "sii_upper_95", "rii", "rii_lower_95", "rii_upper_95"]
-    known = set()
+    todo = gaps.select(keys)
     if earlier is not None and not earlier.is_empty() and set(sii_columns) <= set(earlier.columns):
-        # The simulations are the slow part; for unchanged metrics they would give the same again.
-        sii_parts.append(earlier.select(*keys, *sii_columns))
-        known = set(earlier["metric_id"].unique())
-    for metric_id in gaps["metric_id"].unique().sort():
-        if metric_id in known:
-            continue
+        # The simulations are the slow part; for unchanged values they would give the same again.
+        known = earlier.select(*keys, *sii_columns).join(todo, on=keys, how="semi")
+        sii_parts.append(known)
+        todo = todo.join(known.select(keys), on=keys, how="anti")
+    for metric_id in todo["metric_id"].unique().sort():
         metric = catalogue.metrics[metric_id]
         value_type, scale = _value_type_for_sii(metric)
-        frame = quintiles.filter(pl.col("metric_id") == metric_id, pl.col("denominator") > 0)
+        frame = (quintiles.filter(pl.col("metric_id") == metric_id, pl.col("denominator") > 0)
+                 .join(todo, on=keys, how="semi"))
         if frame.is_empty():
             continue
         frame = frame.with_columns((pl.col("value", "lower_95", "upper_95") / scale),
@@ -286,12 +287,15 @@ def _scorecard(values: pl.DataFrame, catalogue: Catalogue, metrics: pl.DataFrame
 
 
 def judge(values: pl.DataFrame, catalogue: Catalogue, *, benchmarks: pl.DataFrame | None = None,
-          earlier: Mapping[str, pl.DataFrame] | None = None, unchanged: Collection[str] = ()) -> Judgements:
+          earlier: Mapping[str, pl.DataFrame] | None = None, unchanged: Collection[str] = (),
+          unchanged_periods: pl.DataFrame | None = None) -> Judgements:
     """All judgements on one run's values. ``benchmarks``: metric_id, period_end, benchmark, value.
 
-    ``earlier`` (an incremental refresh): the frames judged in the run the ``unchanged`` metrics'
-    values were carried from (same values, same definitions). Their SPC series and SII simulations
-    are taken from there rather than recomputed: the result is the same, only faster."""
+    ``earlier`` (an incremental refresh): the frames judged in the run whose values were carried
+    (same values, same definitions) — for the ``unchanged`` metrics, and for the periods listed in
+    ``unchanged_periods`` (metric_id, period_type, period_start, period_end) of any metric. The
+    unchanged metrics' SPC series and the SII simulations of unchanged metrics and periods are taken
+    from there rather than recomputed: the result is the same, only faster."""
     values = values.filter(pl.col("metric_id").is_in(list(catalogue.metrics)))
     metrics = _metric_frame(catalogue, values["metric_id"].unique().sort().to_list())
     earlier, reuse = earlier or {}, list(unchanged)
@@ -302,8 +306,20 @@ def judge(values: pl.DataFrame, catalogue: Catalogue, *, benchmarks: pl.DataFram
             return None
         return frame.filter(pl.col("metric_id").is_in(reuse))
 
+    earlier_gaps = earlier.get("inequalities")
+    if earlier_gaps is not None and not earlier_gaps.is_empty():
+        # An SII depends only on its own period's quintile values (its simulation is seeded by the
+        # group's key), so a period whose values were carried has the SII it had.
+        same = pl.col("metric_id").is_in(reuse)
+        if unchanged_periods is not None and unchanged_periods.height:
+            carried = unchanged_periods.select(PERIOD_KEYS).unique().with_columns(pl.lit(True).alias("_carried"))
+            earlier_gaps = (earlier_gaps.join(carried, on=PERIOD_KEYS, how="left")
+                            .filter(same | pl.col("_carried").fill_null(False)).drop("_carried"))
+        else:
+            earlier_gaps = earlier_gaps.filter(same)
+
     spc = _spc(values, catalogue, metrics, earlier_rows("spc"))
     comparisons = _comparisons(values, metrics, benchmarks)
-    inequalities = _inequalities(values, catalogue, metrics, earlier_rows("inequalities"))
+    inequalities = _inequalities(values, catalogue, metrics, earlier_gaps)
     scorecard = _scorecard(values, catalogue, metrics, spc, comparisons, inequalities)
     return Judgements(spc=spc, comparisons=comparisons, inequalities=inequalities, scorecard=scorecard)

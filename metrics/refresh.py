@@ -544,11 +544,16 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
     checkpoint()
     tick = time.perf_counter()
     benchmarks = _benchmarks(data_dir, catalogue, sources, say)
-    earlier = {}
-    if reused_metrics and decision is not None and decision.previous_id is not None:
-        # Unchanged metrics keep the values (and so the judgements) of the run they were carried from.
-        earlier = {name: store.read_frame(engine, name, decision.previous_id) for name in ("spc", "inequalities")}
-    judgements = judge(combined, catalogue, benchmarks=benchmarks, earlier=earlier, unchanged=reused_metrics)
+    earlier, carried_periods = {}, None
+    if decision is not None and decision.previous_id is not None:
+        # Values carried from the last run keep the judgements they had there: whole unchanged
+        # metrics their SPC, and every carried period its SII.
+        carried_periods = (combined.filter(pl.col("computed_run_id") != run_id)
+                           .select("metric_id", "period_type", "period_start", "period_end").unique())
+        if reused_metrics or carried_periods.height:
+            earlier = {name: store.read_frame(engine, name, decision.previous_id) for name in ("spc", "inequalities")}
+    judgements = judge(combined, catalogue, benchmarks=benchmarks, earlier=earlier, unchanged=reused_metrics,
+                       unchanged_periods=carried_periods)
     frames = {**judgements, "benchmarks": benchmarks}
     timings["judge"] = round(time.perf_counter() - tick, 3)
 

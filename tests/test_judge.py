@@ -94,6 +94,38 @@ def test_inequality_gap_by_hand():
     assert inequalities["gap_direction"].to_list() == ["no significant change"] * 3
 
 
+def test_carried_periods_keep_their_sii_and_the_result_equals_judging_afresh():
+    """An incremental refresh passes the earlier run's frames and the periods whose values it
+    carried: their SII is reused, the rest simulated — and everything equals a fresh judgement."""
+    from polars.testing import assert_frame_equal
+
+    def quintiles(shift: float) -> pl.DataFrame:
+        return pl.concat([_values("breast_screening_coverage", place, [v + i * 0.7 + shift for i in range(6)],
+                                  breakdown="imd_quintile", group=g, half_width=2.0)
+                          for place in ("Dudley", "Walsall")
+                          for g, v in {"1": 60.0, "2": 63.0, "3": 69.0, "4": 70.0, "5": 77.0}.items()]
+                         ).with_columns(pl.lit("snapshot").alias("period_type"))
+
+    before = quintiles(0.0)
+    earlier = judge(before, CATALOGUE)
+    # Months 5 and 6 change; months 1-4 are carried (same values).
+    changed = before["period_start"].unique().sort()[4:]
+    after = pl.concat([before.filter(~pl.col("period_start").is_in(changed.implode())),
+                       quintiles(3.0).filter(pl.col("period_start").is_in(changed.implode()))])
+    carried = (before.filter(~pl.col("period_start").is_in(changed.implode()))
+               .select("metric_id", "period_type", "period_start", "period_end").unique())
+    fresh = judge(after, CATALOGUE)
+    reused = judge(after, CATALOGUE, earlier={"inequalities": earlier["inequalities"]}, unchanged_periods=carried)
+    for name in ("inequalities", "spc", "scorecard"):
+        assert_frame_equal(reused[name], fresh[name], check_exact=True)
+    assert fresh["inequalities"].height == 12 and fresh["inequalities"]["sii"].null_count() == 0
+    # The reuse is real: a deliberately wrong earlier SII for a carried period shows through.
+    doctored = earlier["inequalities"].with_columns(pl.col("sii") + 100)
+    wrong = judge(after, CATALOGUE, earlier={"inequalities": doctored}, unchanged_periods=carried)["inequalities"]
+    moved = wrong.join(fresh["inequalities"], on=["place", "period_start"]).filter(pl.col("sii") != pl.col("sii_right"))
+    assert sorted(moved["period_start"].unique()) == sorted(carried["period_start"])
+
+
 def test_scorecard_has_one_row_per_metric_and_place(published, engine):
     import store
 
