@@ -15,6 +15,9 @@ period instead: each person counts once, in the cell of their first qualifying r
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import operator
+from collections.abc import Callable
 
 import polars as pl
 
@@ -44,12 +47,28 @@ UNKNOWN = "Unknown"
 # --- preparing the frame -------------------------------------------------------------------------
 
 
-def _age_band(bands: tuple[int, ...]) -> pl.Expr:
-    labels = age_band_labels(bands)
-    expr = pl.when(pl.col("age") < bands[0]).then(None)
-    for lower, label in reversed(list(zip(bands, labels, strict=True))):
-        expr = expr.when(pl.col("age") >= lower).then(pl.lit(label))
-    return expr.otherwise(None)
+def _age_band_index(bands: tuple[int, ...]) -> pl.Expr:
+    """1 for the first band … ``len(bands)`` for the last (bands ascend); null below the first band
+    or for an unknown age. Grouping rows on it is far cheaper than on the labels."""
+    index = functools.reduce(operator.add, [(pl.col("age") >= lower).cast(pl.UInt8) for lower in bands])
+    return pl.when(index > 0).then(index)
+
+
+def _age_band_label(index: pl.Expr, bands: tuple[int, ...]) -> pl.Expr:
+    labels = dict(enumerate(age_band_labels(bands), start=1))
+    return index.replace_strict(labels, default=None, return_dtype=pl.String)
+
+
+def _sex_group(sex: pl.Expr, catalogue: Catalogue) -> pl.Expr:
+    labels = catalogue.dimensions.sex.get("labels", {})
+    return sex.replace_strict(labels, default=sex, return_dtype=pl.String).fill_null(UNKNOWN)
+
+
+def _ethnic_group(ethnicity: pl.Expr, catalogue: Catalogue) -> pl.Expr:
+    dims = catalogue.dimensions
+    groups = {code: group for group, codes in dims.ethnicity.groups.items() for code in codes}
+    return (ethnicity.replace_strict(groups, default=dims.ethnicity.otherwise, return_dtype=pl.String)
+            .fill_null(dims.ethnicity.otherwise))
 
 
 def prepare_frame(frame: pl.DataFrame | pl.LazyFrame, source: SourceDefinition, catalogue: Catalogue,
@@ -57,20 +76,36 @@ def prepare_frame(frame: pl.DataFrame | pl.LazyFrame, source: SourceDefinition, 
     """Add the breakdown columns every metric on this source needs (the source's own columns stay
     as they are, for filters)."""
     lf = frame.lazy()
-    dims = catalogue.dimensions
     extra = [pl.col(source.geography).alias(LSOA)] if source.geography else []
     if "sex" in source.columns:
-        labels = dims.sex.get("labels", {})
-        extra.append(pl.col("sex").replace_strict(labels, default=pl.col("sex"), return_dtype=pl.String)
-                     .fill_null(UNKNOWN).alias("sex_group"))
+        extra.append(_sex_group(pl.col("sex"), catalogue).alias("sex_group"))
     if "ethnicity" in source.columns:
-        groups = {code: group for group, codes in dims.ethnicity.groups.items() for code in codes}
-        extra.append(pl.col("ethnicity").replace_strict(groups, default=dims.ethnicity.otherwise,
-                                                        return_dtype=pl.String)
-                     .fill_null(dims.ethnicity.otherwise).alias("ethnic_group"))
+        extra.append(_ethnic_group(pl.col("ethnicity"), catalogue).alias("ethnic_group"))
     if "age" in source.columns:
-        extra += [_age_band(bands).alias(_band_column(bands)) for bands in sorted(age_schemes)]
+        extra += [_age_band_label(_age_band_index(bands), bands).alias(_band_column(bands))
+                  for bands in sorted(age_schemes)]
     return lf.with_columns(extra) if extra else lf
+
+
+# Cell key → (a cheap code to group rows by, code → the key's label): ``_cell_codes``.
+Codes = dict[str, tuple[pl.Expr, Callable[[pl.Expr], pl.Expr]]]
+
+
+def _cell_codes(lf: pl.LazyFrame, catalogue: Catalogue, age_schemes: set[tuple[int, ...]]) -> Codes:
+    """Cell key on the prepared frame → (a cheap code to group rows by, code → the key's label).
+
+    Rows are grouped on the source's own sex and ethnicity codes and on age band numbers; the
+    labels (``prepare_frame``'s mappings) are put on the aggregated cells only. Two codes with one
+    label make two cells that the next ``group_by`` sums."""
+    schema = lf.collect_schema()
+    codes: Codes = {LSOA: (pl.col(LSOA), lambda code: code.cast(pl.String))}
+    for column, raw, label in [("sex_group", "sex", _sex_group), ("ethnic_group", "ethnicity", _ethnic_group)]:
+        if column in schema and schema[raw] == pl.String:
+            codes[column] = (pl.col(raw), lambda code, label=label: label(code.cast(pl.String), catalogue))
+    for bands in age_schemes:
+        if _band_column(bands) in schema:
+            codes[_band_column(bands)] = (_age_band_index(bands), functools.partial(_age_band_label, bands=bands))
+    return codes
 
 
 def _band_column(bands: tuple[int, ...]) -> str:
@@ -121,6 +156,28 @@ def _coverage(source: SourceDefinition, months: pl.Series, grains: list[str]) ->
 
 def _rolling_months(grain: str) -> int | None:
     return int(grain.split("_")[1]) if grain.startswith("rolling_") else None
+
+
+def _month_index(date: pl.Expr) -> pl.Expr:
+    """Months since January of year 0: on millions of rows, grouping, shifting and offsetting an
+    integer is far cheaper than truncating and offsetting dates (``_month_date`` turns it back)."""
+    return date.dt.year().cast(pl.Int32) * 12 + date.dt.month().cast(pl.Int32) - 1
+
+
+def _month_date(index: pl.Expr) -> pl.Expr:
+    return pl.date(index // 12, index % 12 + 1, 1)
+
+
+# (months in a period, first month counted from January) of the fixed grains: ``period_bounds``'
+# periods, numbered on month indexes (``test_period_numbers_match_period_bounds``).
+_PERIOD_MONTHS = {"month": (1, 0), "financial_quarter": (3, 0), "financial_year": (12, 3), "calendar_year": (12, 0),
+                  "academic_year": (12, 8)}
+
+
+def _period_number(grain: str, month: pl.Expr) -> pl.Expr:
+    """A number per period of ``grain`` of the month index ``month``, the same for every month in it."""
+    length, first = _PERIOD_MONTHS[grain]
+    return (month - first) // length
 
 
 def _complete(lf: pl.LazyFrame, first_month: dt.date, last_month: dt.date) -> pl.LazyFrame:
@@ -202,27 +259,32 @@ def _lookup(geography: pl.DataFrame) -> pl.LazyFrame:
         pl.col("imd_quintile").cast(pl.String))
 
 
-def _distinct_rows(lf: pl.LazyFrame, step: MetricStep, columns: list[str], keys: list[str]) -> pl.LazyFrame:
-    """The rows a distinct count looks at: its qualifying rows' date, person and cell keys."""
+def _distinct_rows(lf: pl.LazyFrame, step: MetricStep, columns: list[str], keys: list[str],
+                   codes: Codes) -> pl.LazyFrame:
+    """The rows a distinct count looks at: its qualifying rows' date, person and cell key codes."""
     counted = _flags(step, columns, "_")[0]
-    # Cell keys as categoricals: 4 bytes a row instead of a 16-byte string view through the sort
-    # (memory and time); they are strings again once aggregated (``_as_strings``).
+    # String codes as categoricals: 4 bytes a row instead of a 16-byte string view through the sort
+    # (memory and time); they are labelled once aggregated (``_labelled``).
     return (lf.filter(counted == 1)
             .select(pl.col(step.date_column).cast(pl.Date).alias("_date"),
-                    pl.col(step.count_distinct).cast(pl.String).alias("_id"),
-                    *[pl.col(k).cast(pl.Categorical) for k in keys]))
+                    pl.col(step.count_distinct).cast(pl.String).alias("_id"), *_coded(codes, keys))
+            .with_columns(pl.col(pl.String).exclude("_id").cast(pl.Categorical)))
 
 
-def _as_strings(lf: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
-    return lf.with_columns(pl.col(keys).cast(pl.String))
+def _coded(codes: Codes, keys: list[str]) -> list[pl.Expr]:
+    return [codes[k][0].alias(k) if k in codes else pl.col(k) for k in keys]
+
+
+def _labelled(codes: Codes, keys: list[str]) -> list[pl.Expr]:
+    return [(codes[k][1](pl.col(k)) if k in codes else pl.col(k).cast(pl.String)).alias(k) for k in keys]
 
 
 def _person_months(rows: pl.DataFrame) -> pl.DataFrame:
-    """The first qualifying row of each person in each month (``_who``, ``_month``, cell keys),
-    sorted by person and month. After sorting by person and date, that row is where the person or
-    the month changes (ties keep the extract's order)."""
+    """The first qualifying row of each person in each month (``_who``, ``_month`` as a month index,
+    cell keys), sorted by person and month. After sorting by person and date, that row is where the
+    person or the month changes (ties keep the extract's order)."""
     return (_sorted_by_person_and_date(rows)
-            .with_columns(pl.col("_date").dt.truncate("1mo").alias("_month"))
+            .with_columns(_month_index(pl.col("_date")).alias("_month"))
             .filter(_first_of("_who", "_month"))
             .drop("_date"))
 
@@ -244,12 +306,13 @@ def _distinct_partials(person_months: pl.DataFrame, step: MetricStep, keys: list
     fixed_grains = [g for g in step.grains if not _rolling_months(g)]
     first_in = []
     for grain in fixed_grains:
-        start, _ = period_bounds(grain, pl.col("_month"))
-        first_in.append((new_person | (start != start.shift(1))).fill_null(True).cast(pl.UInt32).alias(f"_first_{grain}"))
+        period = _period_number(grain, pl.col("_month"))
+        first_in.append((new_person | (period != period.shift(1))).fill_null(True).cast(pl.UInt32).alias(f"_first_{grain}"))
     fixed = []
     if fixed_grains:
         by_month = (person_months.lazy().with_columns(first_in).group_by(["_month", *keys])
-                    .agg(pl.col(f"_first_{g}").sum() for g in fixed_grains).collect().lazy())
+                    .agg(pl.col(f"_first_{g}").sum() for g in fixed_grains)
+                    .with_columns(_month_date(pl.col("_month")).alias("_month")).collect().lazy())
         for grain in fixed_grains:
             start, end = period_bounds(grain, pl.col("_month"))
             part = (by_month.with_columns(start.alias("period_start"), end.alias("period_end"))
@@ -306,15 +369,17 @@ def _first_of(*columns: str) -> pl.Expr:
 
 def _rolling_deltas(person_months: pl.LazyFrame, window: int, keys: list[str]) -> pl.LazyFrame:
     # Rows are sorted by person then month, so the previous row is the person's previous month
-    # (a plain shift: a window `over` millions of people is far slower).
+    # (a plain shift: a window `over` millions of people is far slower). ``_month`` is a month
+    # index: adding ``window`` is ``window`` months later.
     previous = pl.when(pl.col("_who") == pl.col("_who").shift(1)).then(pl.col("_month").shift(1))
     starts = (pl.when(previous.is_null()).then(pl.col("_month"))
-              .otherwise(pl.max_horizontal(pl.col("_month"), previous.dt.offset_by(f"{window}mo"))))
-    ranges = person_months.with_columns(starts.alias("_from"), pl.col("_month").dt.offset_by(f"{window}mo").alias("_to"))
+              .otherwise(pl.max_horizontal(pl.col("_month"), previous + window)))
+    ranges = person_months.with_columns(starts.alias("_from"), (pl.col("_month") + window).alias("_to"))
     return pl.concat([
         ranges.select(pl.col("_from").alias("_window_end"), pl.lit(1, pl.Int64).alias("_delta"), *keys),
         ranges.select(pl.col("_to").alias("_window_end"), pl.lit(-1, pl.Int64).alias("_delta"), *keys),
-    ]).group_by(["_window_end", *keys]).agg(pl.col("_delta").sum())
+    ]).group_by(["_window_end", *keys]).agg(pl.col("_delta").sum()).with_columns(
+        _month_date(pl.col("_window_end")).alias("_window_end"))
 
 
 def _running_people(deltas: pl.LazyFrame, window: int, keys: list[str],
@@ -467,6 +532,7 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
     if snapshot:
         lf = lf.with_columns(pl.col(snapshot).alias("period_start"), pl.col(snapshot).alias("period_end"))
     columns = lf.collect_schema().names()
+    codes = _cell_codes(lf, catalogue, schemes)
     filter_columns = [*source.all_columns, *(["period_start", "period_end"] if snapshot else [])]
 
     outputs: list[pl.LazyFrame] = []
@@ -490,19 +556,20 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
         all_keys = sorted({k for s in additive for k in _cell_keys(columns, s)})
         time_keys = ["period_start", "period_end"] if snapshot else ["month"]
         period_keys = (time_keys if snapshot
-                       else [pl.col(additive[0].date_column).cast(pl.Date).dt.truncate("1mo").alias("month")])
+                       else [_month_index(pl.col(additive[0].date_column).cast(pl.Date)).alias("month")])
         flags = [e for i, s in enumerate(additive) for e in _flags(s, filter_columns, f"{i}__")]
-        scans.append(lf.with_columns(flags).group_by([*period_keys, *all_keys])
+        scans.append(lf.with_columns(flags).group_by([*period_keys, *_coded(codes, all_keys)])
                      .agg(pl.col("^\\d+__.*$").sum()).join(lookup, on=LSOA, how="inner"))
     else:
         scans.append(pl.LazyFrame())
     for step in distinct:
-        month = pl.col(step.date_column).cast(pl.Date).dt.truncate("1mo")
-        scans += [_distinct_rows(lf, step, filter_columns, _cell_keys(columns, step)),
-                  lf.select(pl.concat([month.min(), month.max()]).alias("month"))]
+        date = pl.col(step.date_column).cast(pl.Date)  # (the first and last date's months: truncating every row costs)
+        scans += [_distinct_rows(lf, step, filter_columns, _cell_keys(columns, step), codes),
+                  lf.select(pl.concat([date.min(), date.max()]).dt.truncate("1mo").alias("month"))]
     scanned = pl.collect_all(scans)
     if additive:
-        finest = scanned[0]
+        finest = scanned[0].with_columns(
+            *_labelled(codes, all_keys), *([] if snapshot else [_month_date(pl.col("month")).alias("month")]))
         if not snapshot:
             months = spans.get(additive[0].date_column, finest["month"])
             first_month, last_month = _coverage(source, months, [g for s in additive for g in s.grains])
@@ -531,9 +598,9 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
         person_months = _person_months(rows_of.pop(step.metric_id))
         fixed, rolling = _distinct_partials(person_months, step, keys, first_month, last_month)
         del person_months
-        fixed = (_as_strings(fixed, keys).join(lookup, on=LSOA, how="inner").collect().lazy()
+        fixed = (fixed.with_columns(_labelled(codes, keys)).join(lookup, on=LSOA, how="inner").collect().lazy()
                  if fixed is not None else None)
-        rolling = [(grain, _as_strings(deltas, keys).join(lookup, on=LSOA, how="inner").collect().lazy())
+        rolling = [(grain, deltas.with_columns(_labelled(codes, keys)).join(lookup, on=LSOA, how="inner").collect().lazy())
                    for grain, deltas in rolling]
         for slice_keys, serves in _slices(step):
             parts = [] if fixed is None else [
@@ -566,7 +633,8 @@ def _rows_for(plan: SourcePlan, frame: pl.DataFrame, only: pl.DataFrame) -> tupl
         month = pl.col(step.date_column).cast(pl.Date).dt.truncate("1mo")
         keep = keep | month.is_in(months["_m"].unique().implode())
         if step.date_column not in spans:
-            spans[step.date_column] = frame.select(pl.concat([month.min(), month.max()])).to_series()
+            date = pl.col(step.date_column).cast(pl.Date)
+            spans[step.date_column] = frame.select(pl.concat([date.min(), date.max()]).dt.truncate("1mo")).to_series()
     return frame.filter(keep.fill_null(False)), spans
 
 

@@ -182,3 +182,24 @@ def test_every_value_belongs_to_the_run(values, published):
         "community_contacts_per_1000", "people_seen_by_community_services_per_1000", "breast_screening_coverage",
         "spells_with_discharge_ready_date"}
     assert set(values["place"]) == {"Dudley", "Walsall"}
+
+
+def test_period_numbers_match_period_bounds():
+    """Counting people groups months by integer month index and period number (``_month_index``,
+    ``_period_number``); both must agree with the dates of ``period_bounds`` for every grain."""
+    from metrics.compute import (
+        _PERIOD_MONTHS,
+        _month_date,
+        _month_index,
+        _period_number,
+        period_bounds,
+    )
+
+    months = pl.DataFrame({"month": pl.date_range(dt.date(1999, 1, 1), dt.date(2031, 12, 1), "1mo", eager=True)})
+    back = months.select(_month_date(_month_index(pl.col("month"))).alias("back"))["back"]
+    assert back.to_list() == months["month"].to_list()
+    for grain in _PERIOD_MONTHS:
+        start, _ = period_bounds(grain, pl.col("month"))
+        got = months.select(start.alias("start"), _period_number(grain, _month_index(pl.col("month"))).alias("n"))
+        # The same period number exactly when the same period start.
+        assert got.n_unique() == got["start"].n_unique() == got["n"].n_unique(), grain
