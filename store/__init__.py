@@ -23,7 +23,8 @@ from store.lease import (
     renew_lease,
     try_acquire_lease,
 )
-from store.models import MetricDefinitionRecord, MetricValue, QuarantinedRow, RefreshLease, RefreshRun, RunFrame
+from store.models import (MetricDefinitionRecord, MetricValue, QuarantinedRow, QuarantineShared, RefreshLease,
+                          RefreshRun, RunFrame)
 from store.repository import (
     VALUE_COLUMNS,
     abandon_stale_runs,
@@ -56,6 +57,7 @@ __all__ = [
     "RefreshLease",
     "RefreshRun",
     "RunFrame",
+    "QuarantineShared",
     "SchemaError",
     "SchemaStatus",
     "abandon_stale_runs",

@@ -13,7 +13,8 @@ import datetime as dt
 from sqlalchemy import Column, Float, Index, LargeBinary, Table, Text, Unicode
 from sqlmodel import Field, SQLModel
 
-__all__ = ["RefreshRun", "MetricValue", "MetricDefinitionRecord", "QuarantinedRow", "RunFrame", "RefreshLease",
+__all__ = ["RefreshRun", "MetricValue", "MetricDefinitionRecord", "QuarantinedRow", "QuarantineShared", "RunFrame",
+           "RefreshLease",
            "SCHEDULER_JOBS", "RUN_STATUSES"]
 
 # skipped: an incremental refresh found nothing changed and published nothing (readers only see published runs).
@@ -104,6 +105,22 @@ class QuarantinedRow(SQLModel, table=True):
     value: str | None = None
     message: str | None = None
     row_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class QuarantineShared(SQLModel, table=True):
+    """Quarantined rows of one source that a run shares with an earlier run, kept once.
+
+    An incremental refresh that didn't change a source (or only appended files to it) has the
+    quarantined rows for it of the run it started from: instead of copying them, it records that
+    they are held under the runs that wrote them — one row per such run (that run's own rows of the
+    source, plus the runs it shared from in turn; a full refresh writes them all again).
+    ``read_quarantine`` reads through it (migration 0005)."""
+
+    __tablename__ = "quarantine_shared"
+
+    run_id: int = Field(foreign_key="refresh_run.id", primary_key=True)
+    source_id: str = Field(primary_key=True)
+    held_by_run_id: int = Field(foreign_key="refresh_run.id", primary_key=True)
 
 
 class RunFrame(SQLModel, table=True):

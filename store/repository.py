@@ -16,9 +16,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, Engine, Float, Integer, delete, func, insert, literal, select, update
+from sqlalchemy import Connection, Engine, Float, and_, delete, func, insert, literal, or_, select, update
 
-from store.models import MetricDefinitionRecord, MetricValue, QuarantinedRow, RefreshRun, RunFrame
+from store.models import MetricDefinitionRecord, MetricValue, QuarantinedRow, QuarantineShared, RefreshRun, RunFrame
 
 __all__ = [
     "VALUE_COLUMNS",
@@ -65,6 +65,7 @@ _BATCH = 20_000
 # is then one blob instead of tens of thousands of rows. Written from the same frame in the same
 # transaction as the rows, so the two always agree; runs published before it fall back to the rows.
 _VALUES_FRAME: str | None = "_values"  # None: publish as before it existed (tests of older stores)
+_SHARED_QUARANTINE = True  # False: read quarantined rows as before quarantine_shared existed (same)
 
 
 def _now() -> dt.datetime:
@@ -100,8 +101,8 @@ def publish_run(engine: Engine, run_id: int, *, values: pl.DataFrame, definition
     ``values`` has ``VALUE_SCHEMA`` columns plus ``computed_run_id`` (defaults to this run).
     Rows go in with COPY on PostgreSQL and a prepared executemany on SQLite, in the same transaction as
     the status flip: a crash or kill anywhere before the commit leaves nothing of the run visible.
-    ``quarantine_from`` = (earlier run id, source ids): those sources' quarantined rows of the earlier
-    run are copied to this one inside the database (``INSERT … SELECT``), besides ``quarantine``.
+    ``quarantine_from`` = (earlier run id, source ids): those sources' quarantined rows are the earlier
+    run's — they are not written again but shared (``QuarantineShared``), besides ``quarantine``.
     """
     if "computed_run_id" not in values.columns:
         values = values.with_columns(pl.lit(run_id).alias("computed_run_id"))
@@ -119,7 +120,7 @@ def publish_run(engine: Engine, run_id: int, *, values: pl.DataFrame, definition
         _bulk_insert(conn, QuarantinedRow, quarantine)
         quarantined = quarantine.height
         if quarantine_from is not None and quarantine_from[1]:
-            quarantined += _copy_quarantine(conn, quarantine_from[0], list(quarantine_from[1]), run_id)
+            quarantined += _share_quarantine(conn, quarantine_from[0], list(quarantine_from[1]), run_id)
         if definitions:
             conn.execute(insert(MetricDefinitionRecord), [{**d, "run_id": run_id} for d in definitions])
         for name, frame in {**(frames or {}), **({_VALUES_FRAME: values} if _VALUES_FRAME else {})}.items():
@@ -137,18 +138,33 @@ def publish_run(engine: Engine, run_id: int, *, values: pl.DataFrame, definition
     return {"values": values.height, "quarantined": quarantined}
 
 
-def _copy_quarantine(conn: Connection, from_run: int, sources: list[str], to_run: int) -> int:
-    """Copy ``sources``' quarantined rows of run ``from_run`` to run ``to_run``; return how many."""
-    columns = [c for c in QUARANTINE_SCHEMA]
-    table = QuarantinedRow.__table__
-    chosen = (select(*(table.c[c] for c in columns), literal(to_run, Integer).label("run_id"))
-              .where(table.c.run_id == from_run, table.c.source_id.in_(sources)))
-    result = conn.execute(insert(table).from_select([*columns, "run_id"], chosen))
-    copied = result.rowcount
-    if copied is None or copied < 0:  # psycopg doesn't report it for INSERT … SELECT: count what was copied
-        copied = conn.execute(select(func.count()).select_from(table).where(
-            table.c.run_id == from_run, table.c.source_id.in_(sources))).scalar()
-    return int(copied)
+def _share_quarantine(conn: Connection, from_run: int, sources: list[str], to_run: int) -> int:
+    """Record that ``sources``' quarantined rows of run ``to_run`` include all of run ``from_run``'s
+    (held where those are: its own rows and the runs it shares from); return how many rows that is."""
+    held = _quarantine_holders(conn, from_run)
+    links = [{"run_id": to_run, "source_id": source, "held_by_run_id": holder}
+             for source in sorted(set(sources)) for holder in sorted({from_run, *held.get(source, ())})]
+    conn.execute(insert(QuarantineShared), links)
+    return int(conn.execute(select(func.count()).select_from(QuarantinedRow).where(_held_rows(_holders(links)))).scalar())
+
+
+def _quarantine_holders(conn: Connection, run_id: int) -> dict[str, list[int]]:
+    """The sources of which ``run_id`` shares quarantined rows held under other runs, and those runs."""
+    rows = conn.execute(select(QuarantineShared.source_id, QuarantineShared.held_by_run_id)
+                        .where(QuarantineShared.run_id == run_id))
+    return _holders([{"source_id": s, "held_by_run_id": h} for s, h in rows.all()])
+
+
+def _holders(links: list[dict]) -> dict[str, list[int]]:
+    held: dict[str, list[int]] = {}
+    for link in links:
+        held.setdefault(link["source_id"], []).append(link["held_by_run_id"])
+    return held
+
+
+def _held_rows(held: dict[str, list[int]]):
+    """WHERE clause: the quarantined rows of each source under the runs holding them."""
+    return or_(*(and_(QuarantinedRow.source_id == source, QuarantinedRow.run_id.in_(runs)) for source, runs in held.items()))
 
 
 def _parquet_bytes(frame: pl.DataFrame) -> bytes:
@@ -400,11 +416,16 @@ def read_quarantine(engine: Engine, run: int | str | None = "latest", *, source:
     schema = {**QUARANTINE_SCHEMA, "run_id": pl.Int64()}
     if run_id is None:
         return pl.DataFrame(schema=schema)
-    query = select(*(getattr(QuarantinedRow, c) for c in schema)).where(QuarantinedRow.run_id == run_id)
-    if source:
-        query = query.where(QuarantinedRow.source_id == source)
-    query = query.order_by(QuarantinedRow.source_id, QuarantinedRow.file, QuarantinedRow.row_number)
-    if limit:
-        query = query.limit(limit)
     with engine.connect() as conn:
+        # Its own rows (for a shared source: the records of files it read itself), and the rows it
+        # shares with the run that wrote them.
+        held = _quarantine_holders(conn, run_id) if _SHARED_QUARANTINE else {}
+        mine = QuarantinedRow.run_id == run_id
+        query = (select(*(getattr(QuarantinedRow, c) for c in QUARANTINE_SCHEMA), literal(run_id).label("run_id"))
+                 .where(or_(mine, _held_rows(held)) if held else mine))
+        if source:
+            query = query.where(QuarantinedRow.source_id == source)
+        query = query.order_by(QuarantinedRow.source_id, QuarantinedRow.file, QuarantinedRow.row_number)
+        if limit:
+            query = query.limit(limit)
         return _query_frame(conn, query, schema)

@@ -249,8 +249,11 @@ def test_the_cached_rows_grow_by_a_part_per_pure_append_and_are_rewritten_after_
 
     # Pure appends one after another, without full refreshes in between: one part more each time.
     grown = []
-    for month, rows in {"2024-09": "c32,P6,R6,2024-09-12,5,30,01,A10,70,M,A,E01000003,M91001,6\n",
-                        "2024-10": "c33,P6,R6,2024-10-13,5,30,01,A10,70,M,A,E01000003,M91001,7\n"}.items():
+    # Each new file has a row quarantined (a date in the future): the runs after it share those rows.
+    future = "c4{n},P6,R6,2099-01-01,5,30,01,A10,70,M,A,E01000003,M91001,{n}\n"
+    for month, rows in {"2024-09": "c32,P6,R6,2024-09-12,5,30,01,A10,70,M,A,E01000003,M91001,6\n" + future.format(n=6),
+                        "2024-10": "c33,P6,R6,2024-10-13,5,30,01,A10,70,M,A,E01000003,M91001,7\n" + future.format(n=7)
+                        }.items():
         (folder / f"contacts_{month}.csv").write_text(f"{header}\n{rows}")
         refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF, incremental=True)
         grown.append(json.loads((cache_dir(engine) / "community_contacts.json").read_text())["parts"])
@@ -259,6 +262,8 @@ def test_the_cached_rows_grow_by_a_part_per_pure_append_and_are_rewritten_after_
     incremental = store.latest_run_id(engine)
     full = refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF)
     assert_same_publication(engine, incremental, full.run_id)
+    assert store.read_quarantine(engine, run=incremental, source="community_contacts")["value"].to_list().count(
+        "2099-01-01") == 2
 
     # A file resubmitting an earlier contact (c30, now not attended): the earlier row is replaced,
     # so the cached rows are written again as one part.

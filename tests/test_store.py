@@ -83,6 +83,7 @@ def test_a_new_store_is_at_head_and_matches_the_models(engine):
 def test_upgrading_from_the_first_revision_keeps_every_run(db_url, monkeypatch):
     # Runs published as the first revision's code did: no run frames (that table came later).
     monkeypatch.setattr(store.repository, "_VALUES_FRAME", None)
+    monkeypatch.setattr(store.repository, "_SHARED_QUARANTINE", False)
     engine = store.get_engine(db_url, migrate=False)
     assert store.migrate(engine, FIRST_REVISION) == (None, FIRST_REVISION)
     assert "ix_metric_value_run_id" in _indexes(engine, "metric_value")
@@ -137,6 +138,7 @@ def test_a_runs_values_read_from_its_frame_equal_its_rows(engine, monkeypatch):
 @pytest.mark.parametrize("made_by", ["first_revision_models", "todays_models"])
 def test_a_store_made_before_migrations_is_adopted(db_url, made_by, monkeypatch):
     monkeypatch.setattr(store.repository, "_VALUES_FRAME", None)  # published as code of that time did
+    monkeypatch.setattr(store.repository, "_SHARED_QUARANTINE", False)
     engine = store.get_engine(db_url, migrate=False)
     metadata = _scripts().get_revision(FIRST_REVISION).module.schema() if made_by == "first_revision_models" \
         else SQLModel.metadata
