@@ -294,9 +294,9 @@ def _distinct_partials(person_months: pl.DataFrame, step: MetricStep, keys: list
                        ) -> tuple[pl.LazyFrame | None, list[tuple[str, pl.LazyFrame]]]:
     """People counted once per period, in the cell of their first qualifying row of that period.
 
-    Rows (``_distinct_rows``) shrink first to person-months (``_person_months``). Fixed periods count each person in their first month in the period: a flag per
-    grain on each person-month, summed by month and cell in one pass, then by period: returned as
-    cells by period. Rolling windows avoid exploding every row into every window: a person-month
+    Rows (``_distinct_rows``) shrink first to person-months (``_person_months``). Fixed periods
+    count each person in their first month in the period: a flag per grain on each person-month,
+    summed by month and cell in one pass, then by period: returned as cells by period. Rolling windows avoid exploding every row into every window: a person-month
     is the person's first month in exactly the windows ending from max(month, previous month +
     window) to month + window - 1, so each person-month adds +1 where that range starts and -1
     after it ends; returned as those deltas by window end (additive, so they sum into slices
@@ -308,20 +308,22 @@ def _distinct_partials(person_months: pl.DataFrame, step: MetricStep, keys: list
     for grain in fixed_grains:
         period = _period_number(grain, pl.col("_month"))
         first_in.append((new_person | (period != period.shift(1))).fill_null(True).cast(pl.UInt32).alias(f"_first_{grain}"))
+    # One pass by month and cell: the first-in-period flags, and the person-months (where the
+    # rolling windows' -1 deltas go).
+    by_month = (person_months.lazy().with_columns(first_in).group_by(["_month", *keys])
+                .agg(*[pl.col(f"_first_{g}").sum() for g in fixed_grains], pl.len().alias("_people")).collect())
     fixed = []
     if fixed_grains:
-        by_month = (person_months.lazy().with_columns(first_in).group_by(["_month", *keys])
-                    .agg(pl.col(f"_first_{g}").sum() for g in fixed_grains)
-                    .with_columns(_month_date(pl.col("_month")).alias("_month")).collect().lazy())
+        dated = by_month.lazy().with_columns(_month_date(pl.col("_month")).alias("_month"))
         for grain in fixed_grains:
             start, end = period_bounds(grain, pl.col("_month"))
-            part = (by_month.with_columns(start.alias("period_start"), end.alias("period_end"))
+            part = (dated.with_columns(start.alias("period_start"), end.alias("period_end"))
                     .group_by(["period_start", "period_end", *keys])
                     .agg(pl.col(f"_first_{grain}").sum().cast(pl.Float64).alias("numerator"))
                     .filter(pl.col("numerator") > 0)
                     .with_columns(pl.lit(grain).alias("period_type")))
             fixed.append(_complete(part, first_month, last_month))
-    rolling = [(grain, _rolling_deltas(person_months.lazy(), _rolling_months(grain), keys))
+    rolling = [(grain, _rolling_deltas(person_months.lazy(), by_month.lazy(), _rolling_months(grain), keys))
                for grain in step.grains if _rolling_months(grain)]
     return (pl.concat(fixed, how="diagonal_relaxed") if fixed else None), rolling
 
@@ -335,26 +337,24 @@ def _sorted_by_person_and_date(rows: pl.DataFrame) -> pl.DataFrame:
 
     Sorting millions of string ids (or first coding them as categoricals) is the slow part of
     counting people, so each id is hashed to 64 bits and the sort runs on one integer: the hash's
-    top 48 bits then the day. That is exact only if no two people share those 48 bits, which is
-    checked every time: the number of distinct 48-bit codes must equal the number of distinct
-    values of a second, independent 64-bit hash of the ids (a collision in the codes goes
-    unnoticed only if the second hash has collisions that hide exactly as many: for a million
-    people, a chance below one in 10¹⁰). If the check fails, or a date falls outside 1970–2149, the
-    sort runs on the ids themselves.
+    top 48 bits then the day. Only that key and the cell keys go through the sort; ``_who`` and
+    ``_date`` are read back from the key. That is exact only if no two people share those 48 bits,
+    which is checked every time, after the sort: a second, independent 64-bit hash of the ids rides
+    along, and must not change within a run of one code (two people in a run would show as a change
+    unless both hashes collide for the same pair: for a million people, a chance below one in
+    10¹⁰). If the check fails, or a date falls outside 1970–2149, the sort runs on the ids
+    themselves.
     """
-    ids = pl.col("_id")
-    person = ids.hash(seed=0) // (1 << _DAY_BITS)
-    checks = rows.select(
-        ids.hash(seed=1).n_unique().alias("people"), person.n_unique().alias("codes"),
-        pl.col("_date").min().alias("first"), pl.col("_date").max().alias("last"),
-    ).row(0, named=True)
-    days = pl.col("_date").cast(pl.Int64)
-    if (rows.height and checks["people"] == checks["codes"] and checks["first"] >= dt.date(1970, 1, 1)
-            and (checks["last"] - dt.date(1970, 1, 1)).days < 1 << _DAY_BITS):
-        key = person * (1 << _DAY_BITS) + days.cast(pl.UInt64)
-        keyed = rows.with_columns(person.alias("_who"), key.alias("_key")).drop("_id")
-        del rows  # (the caller's reference aside) the ids are not carried through the sort
-        return keyed.sort("_key", maintain_order=True).drop("_key")
+    ids, date = pl.col("_id"), pl.col("_date")
+    first, last = rows.select(date.min().alias("first"), date.max().alias("last")).row(0)
+    if rows.height and first >= dt.date(1970, 1, 1) and (last - dt.date(1970, 1, 1)).days < 1 << _DAY_BITS:
+        key = (ids.hash(seed=0) // (1 << _DAY_BITS)) * (1 << _DAY_BITS) + date.cast(pl.Int64).cast(pl.UInt64)
+        keyed = (rows.select(key.alias("_key"), ids.hash(seed=1).alias("_check"), pl.exclude("_id", "_date"))
+                 .sort("_key", maintain_order=True))
+        who, check = pl.col("_key") // (1 << _DAY_BITS), pl.col("_check")
+        if not keyed.select(((who == who.shift(1)) & (check != check.shift(1))).any()).item():
+            day = (pl.col("_key") % (1 << _DAY_BITS)).cast(pl.Int32).cast(pl.Date)
+            return keyed.select(day.alias("_date"), pl.exclude("_key", "_check"), who.alias("_who"))
     return rows.sort(["_id", "_date"], maintain_order=True).with_columns(
         pl.col("_id").rle_id().alias("_who")).drop("_id")
 
@@ -367,17 +367,19 @@ def _first_of(*columns: str) -> pl.Expr:
     return changed.fill_null(True)
 
 
-def _rolling_deltas(person_months: pl.LazyFrame, window: int, keys: list[str]) -> pl.LazyFrame:
+def _rolling_deltas(person_months: pl.LazyFrame, by_month: pl.LazyFrame, window: int, keys: list[str]) -> pl.LazyFrame:
     # Rows are sorted by person then month, so the previous row is the person's previous month
     # (a plain shift: a window `over` millions of people is far slower). ``_month`` is a month
     # index: adding ``window`` is ``window`` months later.
     previous = pl.when(pl.col("_who") == pl.col("_who").shift(1)).then(pl.col("_month").shift(1))
     starts = (pl.when(previous.is_null()).then(pl.col("_month"))
               .otherwise(pl.max_horizontal(pl.col("_month"), previous + window)))
-    ranges = person_months.with_columns(starts.alias("_from"), (pl.col("_month") + window).alias("_to"))
+    # The -1 of every person-month at month + window comes from the counts of ``by_month``.
     return pl.concat([
-        ranges.select(pl.col("_from").alias("_window_end"), pl.lit(1, pl.Int64).alias("_delta"), *keys),
-        ranges.select(pl.col("_to").alias("_window_end"), pl.lit(-1, pl.Int64).alias("_delta"), *keys),
+        person_months.with_columns(starts.alias("_window_end")).group_by(["_window_end", *keys])
+        .agg(pl.len().cast(pl.Int64).alias("_delta")),
+        by_month.select((pl.col("_month") + window).alias("_window_end"), *keys,
+                        -pl.col("_people").cast(pl.Int64).alias("_delta")),
     ]).group_by(["_window_end", *keys]).agg(pl.col("_delta").sum()).with_columns(
         _month_date(pl.col("_window_end")).alias("_window_end"))
 

@@ -203,3 +203,23 @@ def test_period_numbers_match_period_bounds():
         got = months.select(start.alias("start"), _period_number(grain, _month_index(pl.col("month"))).alias("n"))
         # The same period number exactly when the same period start.
         assert got.n_unique() == got["start"].n_unique() == got["n"].n_unique(), grain
+
+
+def test_people_sort_falls_back_when_person_codes_collide(monkeypatch):
+    """The people sort packs a hashed person code with the day and checks afterwards that no code
+    holds two people; with codes of 4 bits (16 codes for 300 people) the check must fail and the
+    sort run on the ids, exactly."""
+    import random
+
+    import metrics.compute as compute
+
+    rng = random.Random(7)
+    rows = pl.DataFrame({
+        "_id": [f"P{rng.randrange(300):04d}" for _ in range(5000)],
+        "_date": [dt.date(2020, 1, 1) + dt.timedelta(days=rng.randrange(900)) for _ in range(5000)],
+        "_row": range(5000),
+    })
+    monkeypatch.setattr(compute, "_DAY_BITS", 60)
+    result = compute._sorted_by_person_and_date(rows)
+    assert result["_row"].to_list() == rows.sort(["_id", "_date", "_row"])["_row"].to_list()
+    assert result["_who"].n_unique() == 300
