@@ -569,7 +569,8 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
         lease.check()  # renewed just now: nobody else can have started refreshing
     counts = store.publish_run(engine, run_id, values=combined, definitions=definitions, quarantine=quarantine_frame,
                                sources=sources, timings=timings, definition_versions=versions, frames=frames,
-                               quarantine_from=(decision.previous_id, quarantine_carried) if quarantine_carried else None)
+                               quarantine_from=(decision.previous_id, quarantine_carried) if quarantine_carried else None,
+                               values_from=(previous, carried + reused_metrics) if previous is not None else None)
     timings["write"] = round(time.perf_counter() - tick, 3)
     for writer in cache_writers:  # before the lease goes: the next refresh may read what they write
         writer.join()

@@ -94,9 +94,11 @@ class QuarantinedRow(SQLModel, table=True):
     """A source row that failed validation, with the rule it broke. Kept whole: nothing is lost."""
 
     __tablename__ = "quarantined_row"
+    # Read by run and source: a run's own rows, and those it shares (QuarantineShared; migration 0005).
+    __table_args__ = (Index("ix_quarantined_row_run_source", "run_id", "source_id"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    run_id: int = Field(foreign_key="refresh_run.id", index=True)
+    run_id: int = Field(foreign_key="refresh_run.id")
     source_id: str = Field(index=True)
     file: str
     row_number: int

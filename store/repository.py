@@ -94,7 +94,8 @@ def publish_run(engine: Engine, run_id: int, *, values: pl.DataFrame, definition
                 quarantine: pl.DataFrame | None = None, sources: dict | None = None,
                 timings: dict | None = None, definition_versions: dict | None = None,
                 frames: dict[str, pl.DataFrame] | None = None,
-                quarantine_from: tuple[int, Sequence[str]] | None = None) -> dict[str, int]:
+                quarantine_from: tuple[int, Sequence[str]] | None = None,
+                values_from: tuple[int, Sequence[str]] | None = None) -> dict[str, int]:
     """Write a run's values, definitions, quarantine and named result ``frames`` and mark it
     published — all or nothing. Returns how many values and quarantined rows the run has.
 
@@ -103,6 +104,9 @@ def publish_run(engine: Engine, run_id: int, *, values: pl.DataFrame, definition
     the status flip: a crash or kill anywhere before the commit leaves nothing of the run visible.
     ``quarantine_from`` = (earlier run id, source ids): those sources' quarantined rows are the earlier
     run's — they are not written again but shared (``QuarantineShared``), besides ``quarantine``.
+    ``values_from`` = (earlier run id, metric ids): ``values``' rows of those metrics are that run's
+    rows, unchanged (carried forward); they are copied inside the database (``INSERT … SELECT``)
+    rather than sent again, and the publish fails if the counts differ.
     """
     if "computed_run_id" not in values.columns:
         values = values.with_columns(pl.lit(run_id).alias("computed_run_id"))
@@ -116,7 +120,12 @@ def publish_run(engine: Engine, run_id: int, *, values: pl.DataFrame, definition
     else:
         quarantine = pl.DataFrame(schema={**QUARANTINE_SCHEMA, "run_id": pl.Int64()})
     with engine.begin() as conn:
-        _bulk_insert(conn, MetricValue, values)
+        if values_from is not None and values_from[1]:
+            carried = pl.col("metric_id").is_in(list(values_from[1]))
+            _copy_values(conn, values_from[0], list(values_from[1]), run_id, expected=values.filter(carried).height)
+            _bulk_insert(conn, MetricValue, values.filter(~carried))
+        else:
+            _bulk_insert(conn, MetricValue, values)
         _bulk_insert(conn, QuarantinedRow, quarantine)
         quarantined = quarantine.height
         if quarantine_from is not None and quarantine_from[1]:
@@ -136,6 +145,21 @@ def publish_run(engine: Engine, run_id: int, *, values: pl.DataFrame, definition
             definitions_json=json.dumps(definition_versions or {}),
         ))
     return {"values": values.height, "quarantined": quarantined}
+
+
+def _copy_values(conn: Connection, from_run: int, metrics: list[str], to_run: int, *, expected: int) -> None:
+    """Copy ``metrics``' values of run ``from_run`` to run ``to_run`` (computed_run_id kept)."""
+    table = MetricValue.__table__
+    columns = [*VALUE_SCHEMA, "computed_run_id"]
+    chosen = (select(*(table.c[c] for c in columns), literal(to_run).label("run_id"))
+              .where(table.c.run_id == from_run, table.c.metric_id.in_(metrics)))
+    copied = conn.execute(insert(table).from_select([*columns, "run_id"], chosen)).rowcount
+    if copied is None or copied < 0:  # psycopg doesn't report it for INSERT … SELECT
+        copied = conn.execute(select(func.count()).select_from(table).where(
+            table.c.run_id == to_run, table.c.metric_id.in_(metrics))).scalar()
+    if copied != expected:
+        raise ValueError(f"carrying values forward from run {from_run}: copied {copied:,} rows of "
+                         f"{', '.join(metrics)} but the run's values have {expected:,}; nothing was published")
 
 
 def _share_quarantine(conn: Connection, from_run: int, sources: list[str], to_run: int) -> int:

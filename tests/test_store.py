@@ -135,6 +135,29 @@ def test_a_runs_values_read_from_its_frame_equal_its_rows(engine, monkeypatch):
                            from_frame.drop("run_id", *(["computed_run_id"] if ask.get("provenance") else [])), check_exact=True)
 
 
+def test_carried_values_are_copied_in_the_database_and_must_match(engine):
+    first = _publish(engine, pl.concat([_values(30, metric="a"), _values(12, seed=9, metric="b")]))
+    earlier = store.read_values(engine, run=first, provenance=True)
+    carried = earlier.filter(pl.col("metric_id").is_in(["a0", "a1"])).drop("run_id")
+    fresh = _values(9, seed=11, metric="c")
+    second = store.start_run(engine, trigger="test")
+    store.publish_run(engine, second, definitions=[], values=pl.concat([carried, fresh.with_columns(
+        pl.lit(second, pl.Int64).alias("computed_run_id"))]), values_from=(first, ["a0", "a1"]))
+    published = store.read_values(engine, run=second, provenance=True)
+    assert published.height == carried.height + fresh.height
+    assert_frame_equal(published.filter(pl.col("metric_id").is_in(["a0", "a1"])).drop("run_id"), carried)
+    assert set(published.filter(pl.col("metric_id") == "c0")["computed_run_id"]) == {second}
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(store.repository, "_VALUES_FRAME", "-none-")  # the rows themselves, not the frame
+    assert_frame_equal(store.read_values(engine, run=second, provenance=True), published)
+    monkeypatch.undo()
+    # The caller's carried rows must be what the earlier run holds: a missing row stops the publish.
+    third = store.start_run(engine, trigger="test")
+    with pytest.raises(ValueError, match="copied 20 rows of a0, a1 but the run's values have 19"):
+        store.publish_run(engine, third, definitions=[], values=carried.slice(1), values_from=(first, ["a0", "a1"]))
+    assert store.latest_run_id(engine) == second
+
+
 @pytest.mark.parametrize("made_by", ["first_revision_models", "todays_models"])
 def test_a_store_made_before_migrations_is_adopted(db_url, made_by, monkeypatch):
     monkeypatch.setattr(store.repository, "_VALUES_FRAME", None)  # published as code of that time did
