@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandera.backends.polars.builtin_checks  # noqa: F401  (registers the checks' Polars versions)
 import pandera.polars as pa
+from pandera.api.polars.types import PolarsData
 import polars as pl
 
 from metrics.definitions import ColumnSpec, SourceDefinition
@@ -308,13 +310,67 @@ def build_schema(source: SourceDefinition, *, as_of: dt.date, known_lsoas: list[
     return pa.DataFrameSchema(columns, checks=frame_checks, name=source.id)
 
 
+def _suspects(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.Series | None:
+    """The positions of the rows that may fail ``schema``: every row pandera would report, and
+    perhaps a few more. None when that can't be worked out cheaply (then every row is validated).
+
+    pandera runs and collects each check on its own; here the same check functions are evaluated
+    together in one Polars pass, with pandera's null handling (a null check result passes when the
+    check ignores nulls; a missing value fails a non-nullable column — NaN too, to be safe). Every
+    check is row by row, so pandera on these rows alone reports exactly what it would on all of them."""
+    lf = frame.lazy()
+    outcomes: list[pl.LazyFrame] = []
+
+    def passed(result: object, ignore_na: bool) -> pl.LazyFrame | None:
+        if not isinstance(result, pl.LazyFrame):
+            return None
+        ok = pl.all_horizontal(pl.all())
+        return result.select((ok | ok.is_null()) if ignore_na else ok.fill_null(False))
+
+    for name, column in schema.columns.items():
+        if name not in frame.columns:
+            return None
+        if not column.nullable:
+            missing = pl.col(name).is_null()
+            if frame.schema[name].is_float():
+                missing = missing | pl.col(name).is_nan()
+            outcomes.append(lf.select(~missing))
+        for check in column.checks:
+            if check.element_wise or check.groupby is not None:
+                return None
+            outcome = passed(check._check_fn(PolarsData(lf, name), **check._check_kwargs), check.ignore_na)
+            if outcome is None:
+                return None
+            outcomes.append(outcome)
+    for check in schema.checks:
+        if check.element_wise or check.groupby is not None:
+            return None
+        outcome = passed(check._check_fn(PolarsData(lf, "*"), **check._check_kwargs), check.ignore_na)
+        if outcome is None:
+            return None
+        outcomes.append(outcome)
+    if not outcomes:
+        return pl.Series("index", [], dtype=pl.UInt32)
+    flags = pl.concat([o.select(pl.first().alias(f"_{i}")) for i, o in enumerate(outcomes)], how="horizontal")
+    return (flags.select((~pl.all_horizontal(pl.all())).arg_true().alias("index")).collect()
+            .to_series().cast(pl.UInt32))
+
+
 def _failures(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.DataFrame | None:
-    """Run pandera; return one record per (row, check) that failed, or None when all pass."""
+    """Run pandera; return one record per (row, check) that failed, or None when all pass.
+
+    pandera validates only the rows that may fail (``_suspects``; with none, an empty frame still
+    has its columns and types checked): its messages and rules, at the cost of one pass."""
+    data = frame.drop(_FILE, _ROW)
+    suspects = _suspects(schema, data)
     try:
-        schema.validate(frame.drop(_FILE, _ROW), lazy=True)
+        schema.validate(data[suspects] if suspects is not None else data, lazy=True)
         return None
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases
+    if suspects is not None:  # positions in the subset → positions in the frame
+        cases = cases.with_columns(pl.col("index").cast(pl.Int64).replace_strict(
+            pl.int_range(suspects.len(), eager=True), suspects.cast(pl.Int64), default=None))
     if cases["index"].null_count():
         structural = cases.filter(pl.col("index").is_null()).row(0, named=True)
         raise SourceError(schema.name, f"{structural['check']}: {structural['failure_case']}",
