@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"full catalogue: {record['seconds']:.1f} s, {record['values']:,} values, "
                 f"peak RSS {record['peak_rss_mb']:.0f} MB")
     if not args.quick and not args.no_extras:
-        for name, script, extra in (("incremental", "bench_incremental.py", ["--runs", str(repeats)]),
+        for name, script, extra in (("incremental", "bench_incremental.py", ["--scale", "1", "--runs", str(repeats)]),
                                     ("apps", "bench_apps.py", [])):
             say(f"running bench/{script}")
             done = subprocess.run([sys.executable, str(HERE / script), *extra], cwd=PROJECT, capture_output=True,

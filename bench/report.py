@@ -159,7 +159,7 @@ def write_report(results: dict, path: Path, chart: Path) -> None:
     for name, title, what in (
             ("incremental", "Incremental refresh after one new month",
              "A full refresh of every shipped definition against an incremental one after a new month of "
-             "community contacts lands (scale 0.2 demo, SQLite); the incremental run's values, quarantined rows "
+             "community contacts lands (scale 1 demo: Dudley and Walsall, SQLite); the incremental run's values, quarantined rows "
              "and judgements are asserted equal to a full refresh of the same extracts."),
             ("apps", "Explorer and governance pack",
              "The explorer app's first render and filter changes (server time), and the whole governance pack "
