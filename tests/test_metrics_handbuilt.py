@@ -191,6 +191,7 @@ def test_period_numbers_match_period_bounds():
         _PERIOD_MONTHS,
         _month_date,
         _month_index,
+        _month_index_of,
         _period_number,
         period_bounds,
     )
@@ -203,6 +204,11 @@ def test_period_numbers_match_period_bounds():
         got = months.select(start.alias("start"), _period_number(grain, _month_index(pl.col("month"))).alias("n"))
         # The same period number exactly when the same period start.
         assert got.n_unique() == got["start"].n_unique() == got["n"].n_unique(), grain
+    # The month table (1970–2149) and, for a frame with an earlier date, the arithmetic agree.
+    days = pl.DataFrame({"day": pl.date_range(dt.date(1970, 1, 1), dt.date(2149, 6, 6), "1d", eager=True)})
+    for frame in (days, pl.concat([days, pl.DataFrame({"day": [dt.date(1969, 12, 31), None]})])):
+        by_table = frame.select(_month_index_of(frame, pl.col("day")).alias("i"))["i"]
+        assert by_table.to_list() == frame.select(_month_index(pl.col("day")).alias("i"))["i"].to_list()
 
 
 def test_people_sort_falls_back_when_person_codes_collide(monkeypatch):
@@ -211,7 +217,7 @@ def test_people_sort_falls_back_when_person_codes_collide(monkeypatch):
     sort run on the ids, exactly."""
     import random
 
-    import metrics.compute as compute
+    from metrics import compute
 
     rng = random.Random(7)
     rows = pl.DataFrame({
