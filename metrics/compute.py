@@ -427,7 +427,11 @@ def _population_cells(population: pl.DataFrame, pop_source: SourceDefinition, st
         lf = lf.filter(compile_filter(step.population_filter, pop_source.all_columns,
                                       context=f"{step.metric_id} denominator.filter").fill_null(False))
     keys = list(dict.fromkeys(k for slice_keys, _ in _slices(step) for k in slice_keys))
-    return (lf.join(lookup, on=LSOA, how="inner")
+    # Summed by LSOA and coded cell first (``_cell_codes``); labels and geography go on those sums.
+    codes = _cell_codes(lf, catalogue, {step.age_bands})
+    cell = [k for k in keys if k in codes]
+    return (lf.group_by(["year", LSOA, *_coded(codes, cell)]).agg(pl.col("population").sum())
+            .with_columns(_labelled(codes, cell)).join(lookup, on=LSOA, how="inner")
             .group_by(["year", *keys]).agg(pl.col("population").sum().cast(pl.Float64)).collect())
 
 
@@ -559,14 +563,16 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
 
     outputs: list[pl.LazyFrame] = []
     lookup = _lookup(geography)
-    pop_cells: dict[str, pl.DataFrame] = {}
+    # Metrics dividing by the same population, filter, age bands and slices share its cells.
+    pop_cells: dict[tuple, pl.DataFrame] = {}
 
     def finish(cells: pl.LazyFrame, step: MetricStep, keys: list[str], serves: list[str]) -> None:
-        if step.population_source and step.metric_id not in pop_cells:
-            pop_cells[step.metric_id] = _population_cells(populations[step.population_source],
-                                                          catalogue.sources[step.population_source], step,
-                                                          catalogue, lookup)
-        outputs.append(_finish(cells, step, pop_cells.get(step.metric_id), keys, serves))
+        shared = (step.population_source, step.population_filter, step.age_bands,
+                  tuple(tuple(slice_keys) for slice_keys, _ in _slices(step)))
+        if step.population_source and shared not in pop_cells:
+            pop_cells[shared] = _population_cells(populations[step.population_source],
+                                                  catalogue.sources[step.population_source], step, catalogue, lookup)
+        outputs.append(_finish(cells, step, pop_cells.get(shared), keys, serves))
 
     # One scan of the rows feeds everything: the finest cells of the additive metrics and, for each
     # distinct count, its qualifying rows and the months the extract covers (collected together so
