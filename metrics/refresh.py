@@ -432,7 +432,7 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
         previous_load = None
         if cached and decision is not None and decision.previous_id is not None:
             # The earlier run's quarantined rows of this source stay as they are (a load from the
-            # cache only adds records): they are copied in the store when the run is published.
+            # cache only adds records): the store shares them with this run when it is published.
             previous_load = source_cache.load(
                 cache_dir(engine), source_id, depends_on, previous_sources.get(source_id),
                 lambda: _recorded_quarantine(previous_sources.get(source_id)))
@@ -468,7 +468,7 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
             quarantine_carried.append(source_id)
 
     values, failed, carried, quarantine = [], [], [], []
-    quarantine_carried: list[str] = []  # sources whose quarantined rows are the last run's, copied in the store
+    quarantine_carried: list[str] = []  # sources whose quarantined rows include the last run's (shared in the store)
     cache_writers: list[threading.Thread] = []
     lookup_ids = [s.id for s in catalogue.sources.values() if s.kind == "lookup"]
     geography = None
@@ -550,8 +550,8 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
         # metrics their SPC, and every carried period its SII.
         carried_periods = (combined.filter(pl.col("computed_run_id") != run_id)
                            .select("metric_id", "period_type", "period_start", "period_end").unique())
-        if reused_metrics or carried_periods.height:
-            earlier = {name: store.read_frame(engine, name, decision.previous_id) for name in ("spc", "inequalities")}
+        needed = (["spc"] if reused_metrics else []) + (["inequalities"] if reused_metrics or carried_periods.height else [])
+        earlier = {name: store.read_frame(engine, name, decision.previous_id) for name in needed}
     judgements = judge(combined, catalogue, benchmarks=benchmarks, earlier=earlier, unchanged=reused_metrics,
                        unchanged_periods=carried_periods)
     frames = {**judgements, "benchmarks": benchmarks}

@@ -42,8 +42,8 @@ def save(folder: Path, loaded: LoadedSource, depends_on: dict) -> None:
         parts, frame = [], loaded.frame
         earlier = _read_meta(meta_path)
         if (loaded.extends is not None and earlier is not None and earlier.get("rows") == loaded.extends
-                and _without_as_of(earlier.get("depends_on", {})) == _without_as_of(depends_on) and 0 < len(earlier.get("parts", [])) < _MAX_PARTS
-                and _files(earlier.get("files")) is not None
+                and _without_as_of(earlier.get("depends_on", {})) == _without_as_of(depends_on)
+                and 0 < len(earlier["parts"]) < _MAX_PARTS and _files(earlier.get("files")) is not None
                 and set(_files(earlier["files"])) <= set(_files(loaded.files) or [])):
             parts, frame = list(earlier["parts"]), loaded.frame.slice(loaded.extends)
         frame_path = folder / f"{source_id}-{uuid.uuid4().hex[:12]}.parquet"
@@ -74,9 +74,11 @@ def _read_meta(meta_path: Path) -> dict | None:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(meta, dict):
+        return None
     if "frame" in meta and "parts" not in meta:  # written before frames were kept in parts
         meta["parts"] = [meta.pop("frame")]
-    return meta if isinstance(meta, dict) and isinstance(meta.get("parts"), list) else None
+    return meta if isinstance(meta.get("parts"), list) else None
 
 
 def load(folder: Path, source_id: str, depends_on: dict, recorded: dict | None,
@@ -97,14 +99,14 @@ def load(folder: Path, source_id: str, depends_on: dict, recorded: dict | None,
         return None
     if _files(meta.get("files")) != _files(recorded.get("files")):
         return None
+    earlier_quarantine = quarantine()  # before reading millions of rows that couldn't be used without it
+    if earlier_quarantine is None:
+        return None
     try:
         frame = pl.read_parquet([folder / part for part in meta["parts"]])
     except (OSError, KeyError, TypeError, pl.exceptions.PolarsError):
         return None
     if frame.height != meta.get("rows"):
-        return None
-    earlier_quarantine = quarantine()
-    if earlier_quarantine is None:
         return None
     return PreviousLoad(frame=frame, quarantine=earlier_quarantine, files=meta["files"],
                         rows_superseded=int(meta.get("rows_superseded", 0)))

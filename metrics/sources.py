@@ -321,11 +321,19 @@ def _suspects(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.Series | No
     lf = frame.lazy()
     outcomes: list[pl.LazyFrame] = []
 
-    def passed(result: object, ignore_na: bool) -> pl.LazyFrame | None:
+    def evaluated(check: pa.Check, key: str) -> pl.LazyFrame | None:
+        """The check's pass/fail per row as pandera's Polars backend computes it; None if it can't
+        be had that way (a per-element or grouped check, or pandera's internals have moved on)."""
+        try:
+            if check.element_wise or check.groupby is not None:
+                return None
+            result = check._check_fn(PolarsData(lf, key), **check._check_kwargs)
+        except (AttributeError, KeyError, TypeError):
+            return None
         if not isinstance(result, pl.LazyFrame):
             return None
         ok = pl.all_horizontal(pl.all())
-        return result.select((ok | ok.is_null()) if ignore_na else ok.fill_null(False))
+        return result.select((ok | ok.is_null()) if check.ignore_na else ok.fill_null(False))
 
     for name, column in schema.columns.items():
         if name not in frame.columns:
@@ -336,16 +344,12 @@ def _suspects(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.Series | No
                 missing = missing | pl.col(name).is_nan()
             outcomes.append(lf.select(~missing))
         for check in column.checks:
-            if check.element_wise or check.groupby is not None:
-                return None
-            outcome = passed(check._check_fn(PolarsData(lf, name), **check._check_kwargs), check.ignore_na)
+            outcome = evaluated(check, name)
             if outcome is None:
                 return None
             outcomes.append(outcome)
     for check in schema.checks:
-        if check.element_wise or check.groupby is not None:
-            return None
-        outcome = passed(check._check_fn(PolarsData(lf, "*"), **check._check_kwargs), check.ignore_na)
+        outcome = evaluated(check, "*")
         if outcome is None:
             return None
         outcomes.append(outcome)
@@ -489,7 +493,7 @@ class PreviousLoad:
     quarantine records and ``files`` the fingerprints (with row counts) of the files it read.
 
     ``quarantine`` may instead be a count of records per rule when the caller keeps the records
-    elsewhere (a refresh copies them from the earlier run inside the store): a new load never changes
+    elsewhere (a refresh shares them with the earlier run inside the store): a new load never changes
     an earlier file's quarantine records, so they need not be read and written back."""
 
     frame: pl.DataFrame

@@ -165,24 +165,19 @@ def _copy_values(conn: Connection, from_run: int, metrics: list[str], to_run: in
 def _share_quarantine(conn: Connection, from_run: int, sources: list[str], to_run: int) -> int:
     """Record that ``sources``' quarantined rows of run ``to_run`` include all of run ``from_run``'s
     (held where those are: its own rows and the runs it shares from); return how many rows that is."""
-    held = _quarantine_holders(conn, from_run)
-    links = [{"run_id": to_run, "source_id": source, "held_by_run_id": holder}
-             for source in sorted(set(sources)) for holder in sorted({from_run, *held.get(source, ())})]
-    conn.execute(insert(QuarantineShared), links)
-    return int(conn.execute(select(func.count()).select_from(QuarantinedRow).where(_held_rows(_holders(links)))).scalar())
+    earlier = _quarantine_holders(conn, from_run)
+    held = {source: sorted({from_run, *earlier.get(source, ())}) for source in sorted(set(sources))}
+    conn.execute(insert(QuarantineShared), [{"run_id": to_run, "source_id": source, "held_by_run_id": holder}
+                                            for source, holders in held.items() for holder in holders])
+    return int(conn.execute(select(func.count()).select_from(QuarantinedRow).where(_held_rows(held))).scalar())
 
 
 def _quarantine_holders(conn: Connection, run_id: int) -> dict[str, list[int]]:
     """The sources of which ``run_id`` shares quarantined rows held under other runs, and those runs."""
-    rows = conn.execute(select(QuarantineShared.source_id, QuarantineShared.held_by_run_id)
-                        .where(QuarantineShared.run_id == run_id))
-    return _holders([{"source_id": s, "held_by_run_id": h} for s, h in rows.all()])
-
-
-def _holders(links: list[dict]) -> dict[str, list[int]]:
     held: dict[str, list[int]] = {}
-    for link in links:
-        held.setdefault(link["source_id"], []).append(link["held_by_run_id"])
+    for source, holder in conn.execute(select(QuarantineShared.source_id, QuarantineShared.held_by_run_id)
+                                       .where(QuarantineShared.run_id == run_id)):
+        held.setdefault(source, []).append(holder)
     return held
 
 
