@@ -63,6 +63,7 @@ QUARANTINE_SCHEMA = {
     "row_json": pl.String,
 }
 _FILE, _ROW = "_file", "_row"
+_POSITION = "_position"  # a row's position among the rows kept from the files read
 _VALIDATION_BATCH_ROWS = 1_000_000
 
 
@@ -360,21 +361,15 @@ def _suspects(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.Series | No
             .to_series().cast(pl.UInt32))
 
 
-def _failures(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.DataFrame | None:
-    """Run pandera; return one record per (row, check) that failed, or None when all pass.
-
-    pandera validates only the rows that may fail (``_suspects``; with none, an empty frame still
-    has its columns and types checked): its messages and rules, at the cost of one pass."""
-    data = frame.drop(_FILE, _ROW)
-    suspects = _suspects(schema, data)
+def _failures(schema: pa.DataFrameSchema, data: pl.DataFrame) -> pl.DataFrame | None:
+    """Run pandera on ``data`` (declared columns only); one record per (row, check) that failed, with
+    the row's position in ``data``, or None when all pass. Raises ``SourceError`` for a structural
+    failure (a column or type that isn't as declared)."""
     try:
-        schema.validate(data[suspects] if suspects is not None else data, lazy=True)
+        schema.validate(data, lazy=True)
         return None
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases
-    if suspects is not None:  # positions in the subset → positions in the frame
-        cases = cases.with_columns(pl.col("index").cast(pl.Int64).replace_strict(
-            pl.int_range(suspects.len(), eager=True), suspects.cast(pl.Int64), default=None))
     if cases["index"].null_count():
         structural = cases.filter(pl.col("index").is_null()).row(0, named=True)
         raise SourceError(schema.name, f"{structural['check']}: {structural['failure_case']}",
@@ -408,8 +403,9 @@ def _derive(source: SourceDefinition, frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(exprs) if exprs else frame
 
 
-def _possible_duplicates(frame: pl.DataFrame, key: list[str]) -> pl.Series | None:
-    """Rows whose key hash occurs more than once (a superset of true duplicates), or None.
+def _possible_duplicates(frame: pl.DataFrame, key: list[str], failed: pl.Series | None = None) -> pl.Series | None:
+    """Rows whose key hash occurs more than once (a superset of true duplicates), or None. Rows at
+    the positions ``failed`` (that failed validation) take no part.
 
     Hashing the key to one integer and looking for repeats is an order of magnitude faster than
     comparing multi-column string keys, and true duplicates are rare; the exact comparison then
@@ -419,12 +415,14 @@ def _possible_duplicates(frame: pl.DataFrame, key: list[str]) -> pl.Series | Non
     for seed, column in enumerate(key, start=1):  # per-column hashes: cheaper than hashing a struct
         combined = combined ^ pl.col(column).hash(seed=seed)
     hashes = frame.select(combined.alias("_hash")).to_series()
+    taking_part = None if failed is None or failed.is_empty() else _all_but(frame.height, failed)
     # Repeats found by sorting the hashes and comparing neighbours: faster than a hash set here.
-    ordered = hashes.sort()
+    ordered = (hashes if taking_part is None else hashes.filter(taking_part)).sort()
     repeats = ordered.filter(ordered == ordered.shift(1)).unique()
     if repeats.is_empty():
         return None
-    return hashes.is_in(repeats.implode())
+    candidates = hashes.is_in(repeats.implode())
+    return candidates if taking_part is None else candidates & taking_part
 
 
 def _all_but(height: int, positions: pl.Series) -> pl.Series:
@@ -450,10 +448,11 @@ def _drop_rows(parts: list[pl.DataFrame], positions: pl.Series) -> list[pl.DataF
     return kept
 
 
-def _superseded(frame: pl.DataFrame, key: list[str], latest_by: str) -> pl.Series:
+def _superseded(frame: pl.DataFrame, key: list[str], latest_by: str, failed: pl.Series | None = None) -> pl.Series:
     """Resubmissions replace earlier rows: the positions (ascending) of every row that is not its
-    key's latest submission (among equal submissions, the row read later wins)."""
-    candidates = _possible_duplicates(frame, key)
+    key's latest submission (among equal submissions, the row read later wins). The rows at the
+    positions ``failed`` (quarantined) neither replace nor are replaced."""
+    candidates = _possible_duplicates(frame, key, failed)
     if candidates is None:
         return pl.Series("_index", [], dtype=pl.UInt32)
     resubmitted = frame.with_row_index("_index").filter(candidates)
@@ -555,22 +554,41 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
         keep = [c for c in [*source.all_columns, _FILE, _ROW] if c in needed]
     valid_parts, quarantine_parts, batch = [], [], []
     rows_read = files_read = 0
+    # pandera runs once, at the end, on the few rows that may fail (``_suspects``, found batch by
+    # batch in one Polars pass each): its fixed cost per call is paid once, not per batch. Rows that
+    # fail are dropped together with superseded ones (``_drop_rows``), so the kept rows are copied
+    # once. Positions count the rows kept from the files read, in order.
+    suspect_parts: list[pl.DataFrame] = []
+    failed_positions: list[pl.Series] = []
+    declared_only: pl.DataFrame | None = None  # an empty frame of the declared columns (types checked once)
+    position = 0
 
     def validate_batch() -> None:
-        # Validation runs on batches of files: small enough to bound memory, large enough that
-        # pandera's fixed cost per call doesn't dominate for many small monthly files.
+        # Batches of files: small enough to bound memory, large enough that a Polars pass over
+        # them isn't dominated by per-call overhead for many small monthly files.
+        nonlocal declared_only, position
         parsed = pl.concat(batch, how="vertical") if len(batch) > 1 else batch[0]
         batch.clear()
-        failures = _failures(schema, parsed)
-        failed = None
-        if failures is not None:
-            failed, quarantined = _quarantine_failures(source, parsed, failures)
-            quarantine_parts.append(quarantined)
+        data = parsed.drop(_FILE, _ROW)
+        if declared_only is None:
+            declared_only = data.clear()
+        suspects = _suspects(schema, data)
+        if suspects is None:  # which rows may fail can't be told cheaply: pandera checks every row
+            failures = _failures(schema, data)
+            if failures is not None:
+                failed, quarantined = _quarantine_failures(source, parsed, failures)
+                quarantine_parts.append(quarantined)
+                failed_positions.append(failed.cast(pl.Int64) + position)
+        elif suspects.len():
+            suspect_parts.append(parsed[suspects].with_columns((suspects.cast(pl.Int64) + position).alias(_POSITION)))
+        del data
         parsed = _derive(source, parsed)
         parsed = parsed.select(keep) if keep is not None else parsed
-        if failed is not None:  # dropped after projecting: the copy is of the kept columns only
-            parsed = parsed.filter(_all_but(parsed.height, failed))
+        # Kept rows name their file by a 4-byte code, not a 16-byte string view (a fifth of a
+        # contact's kept bytes): memory that grows with the extract.
+        parsed = parsed.with_columns(pl.col(_FILE).cast(pl.Categorical), pl.col(_ROW).cast(pl.UInt32))
         valid_parts.append(parsed)
+        position += parsed.height
 
     for path, fingerprint in zip(files, prints, strict=True):
         if previous is not None and path.name not in new_files:
@@ -593,21 +611,39 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
             validate_batch()
     if batch:
         validate_batch()
+    if declared_only is not None and (suspect_parts or not failed_positions):
+        suspects = (pl.concat(suspect_parts, how="vertical") if suspect_parts
+                    else declared_only.with_columns(pl.lit(None, pl.String).alias(_FILE),
+                                                    pl.lit(None, pl.Int64).alias(_ROW),
+                                                    pl.lit(None, pl.Int64).alias(_POSITION)))
+        suspect_parts.clear()
+        failures = _failures(schema, suspects.drop(_FILE, _ROW, _POSITION))
+        if failures is not None:
+            failed, quarantined = _quarantine_failures(source, suspects, failures)
+            quarantine_parts.append(quarantined)
+            failed_positions.append(suspects[_POSITION][failed])
     earlier_by_rule: dict[str, int] = {}
+    earlier_rows = 0
     if previous is not None:
-        valid_parts.insert(0, previous.frame.select(valid_parts[0].columns))
+        earlier_rows = previous.frame.height
+        valid_parts.insert(0, previous.frame.select(valid_parts[0].columns).cast(valid_parts[0].schema))
         if isinstance(previous.quarantine, dict):
             earlier_by_rule = previous.quarantine
         else:
             quarantine_parts.insert(0, previous.quarantine)
+    # Positions in the whole frame (the earlier load's rows first) of the rows that failed.
+    failed = (pl.concat(failed_positions).cast(pl.UInt32) + earlier_rows if failed_positions
+              else pl.Series(_POSITION, [], dtype=pl.UInt32)).sort()
     superseded = previous.rows_superseded if previous is not None else 0
     replaced = None  # earlier rows a new file's resubmissions replaced
+    losers = pl.Series(_POSITION, [], dtype=pl.UInt32)
     if source.dedup:
-        losers = _superseded(pl.concat(valid_parts, how="vertical"), source.dedup.key, source.dedup.keep_latest_by)
+        losers = _superseded(pl.concat(valid_parts, how="vertical"), source.dedup.key, source.dedup.keep_latest_by,
+                             failed=failed)
         superseded += losers.len()
         if previous is not None:
-            replaced = previous.frame[losers.filter(losers < previous.frame.height)]
-        valid_parts = _drop_rows(valid_parts, losers)
+            replaced = previous.frame[losers.filter(losers < earlier_rows)]
+    valid_parts = _drop_rows(valid_parts, pl.concat([failed.cast(pl.UInt32), losers.cast(pl.UInt32)]).sort())
     frame = pl.concat(valid_parts, how="vertical") if len(valid_parts) > 1 else valid_parts[0]
     valid_parts.clear()  # the concatenated frame holds the rows now
     if source.key:
@@ -618,7 +654,7 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
             repeated = candidates.filter(~pl.struct(source.key).is_first_distinct())
             if repeated.height:
                 quarantine_parts.append(repeated.select(
-                    pl.col(_FILE).alias("file"), pl.col(_ROW).alias("row_number"),
+                    pl.col(_FILE).cast(pl.String).alias("file"), pl.col(_ROW).cast(pl.Int64).alias("row_number"),
                     pl.lit("duplicate_key").alias("rule"), pl.lit(", ".join(source.key)).alias("column"),
                     pl.concat_str([pl.col(c).cast(pl.String) for c in source.key], separator="|").alias("value"),
                     pl.lit(f"expected one row per {', '.join(source.key)}; an earlier row has the same key")
