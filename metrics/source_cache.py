@@ -48,9 +48,11 @@ def save(folder: Path, loaded: LoadedSource, depends_on: dict) -> None:
             parts, frame = list(earlier["parts"]), loaded.frame.slice(loaded.extends)
         frame_path = folder / f"{source_id}-{uuid.uuid4().hex[:12]}.parquet"
         partial = frame_path.with_suffix(".partial")
-        # Parquet with snappy: several times faster to read back than Arrow IPC for these string-heavy
-        # frames, at a write cost the refresh overlaps with its other work (it calls this in a thread).
-        frame.write_parquet(partial, compression="snappy", statistics=False)
+        # Parquet with LZ4: faster to read back than Arrow IPC for these string-heavy frames, and
+        # cheaper than snappy both ways (3.4M contacts: written in 1.15 s of CPU against 1.46 s,
+        # read in 0.3 s against 0.6 s); the refresh overlaps the write with its other work (it
+        # calls this in a thread), but on two cores that work waits for it.
+        frame.write_parquet(partial, compression="lz4", statistics=False)
         os.replace(partial, frame_path)
         parts.append(frame_path.name)
         meta = {"depends_on": depends_on, "files": loaded.files, "rows_superseded": loaded.rows_superseded,
