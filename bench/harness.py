@@ -22,6 +22,7 @@ PROJECT = C.PROJECT
 VAR = PROJECT / "var" / "bench"
 HERE = Path(__file__).resolve().parent
 SEED = 20240401
+ONE_GO_MAX_SCALE = 10  # demo data at bigger scales is generated in parts (bench.bigdata)
 BASELINES = ["pandas", "duckdb", "naive_polars"]
 LABEL = {"engine": "engine (refresh)", "pandas": "pandas", "duckdb": "DuckDB", "naive_polars": "naive Polars",
          "engine_full": "engine, full catalogue"}
@@ -49,7 +50,12 @@ def demo_data(scale: float, seed: int = SEED) -> Path:
 
     shutil.rmtree(root, ignore_errors=True)
     started = time.perf_counter()
-    summary = generate_demo_data(data, scale=scale, seed=seed, fmt="parquet")
+    if scale > ONE_GO_MAX_SCALE:  # the generator holds every row: bigger scales are built from parts
+        from bench.bigdata import generate_in_parts
+
+        summary = generate_in_parts(data, scale, seed, root / "parts", say=say)
+    else:
+        summary = generate_demo_data(data, scale=scale, seed=seed, fmt="parquet")
     marker.write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1), "summary": summary},
                                  default=str))
     return data

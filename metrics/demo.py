@@ -1151,6 +1151,8 @@ def generate_demo_data(
     months: int = 36,
     defect_rate: float = 0.005,
     progress: Callable[[str], None] | None = None,
+    places: list[str] | None = None,
+    catalogue_sources: bool = True,
 ) -> dict:
     """Write realistic demo extracts for every source under ``out`` and return a summary.
 
@@ -1158,6 +1160,9 @@ def generate_demo_data(
     Dudley and Walsall LSOA and scales the number of people; ``scale`` > 1 adds further real
     local authorities (Sandwell and Wolverhampton first). ``fmt`` is "parquet" or "csv".
     ``defect_rate`` is the share of activity rows given a deliberate defect (0 for none).
+    ``places``: generate every resident of these local authorities (LAD codes) instead of the
+    places ``scale`` picks (the benchmark builds scales too big for memory from parts this way).
+    ``catalogue_sources=False`` writes only the foundation's sources.
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be 'parquet' or 'csv', got {fmt!r}")
@@ -1175,8 +1180,8 @@ def generate_demo_data(
     out = Path(out)
     ext = FORMATS[fmt]
 
-    places = geo.select_places_for_scale(scale)
-    people = min(float(scale), 1.0)
+    people = min(float(scale), 1.0) if places is None else 1.0
+    places = geo.select_places_for_scale(scale) if places is None else list(places)
     say(f"geography: {len(places)} place(s)")
     lsoas = _geography(places)
     geography = lsoas.select(
@@ -1237,7 +1242,7 @@ def generate_demo_data(
     # The rest of the outcomes catalogue, from the same residents (imported here: it imports us).
     from metrics.demo_catalogue import generate_catalogue_sources
 
-    if months >= 12:
+    if months >= 12 and catalogue_sources:
         catalogue = generate_catalogue_sources(out, register=reg, lsoas=lsoas, places=places, population=pop,
                                                seed=seed, fmt=fmt, start_month=start_month, months=months,
                                                defect_rate=defect_rate, progress=say)
@@ -1245,7 +1250,7 @@ def generate_demo_data(
         files.update(catalogue["files"])
     else:  # annual collections and snapshots need at least a year of activity
         catalogue = {}
-        say("catalogue sources: skipped (they need 12 months or more of activity)")
+        say("catalogue sources: skipped" + ("" if not catalogue_sources else " (they need 12 months or more of activity)"))
 
     place_names = dict(zip(lsoas["place_code"].to_list(), lsoas["place"].to_list(), strict=True))
     ref_counts = pop[ref_year].sum(axis=(1, 2))
