@@ -26,7 +26,8 @@ from metrics.plan import MetricStep, SourcePlan, age_band_labels
 from metrics.sqlfilter import compile_filter
 from metrics.stats import dsr, mean_ci_from_moments, proportion_ci, rate_ci
 
-__all__ = ["compute_source", "prepare_frame", "OUTPUT_COLUMNS", "period_bounds", "periods_changed"]
+__all__ = ["compute_source", "prepare_frame", "OUTPUT_COLUMNS", "period_bounds", "periods_changed", "sorted_people",
+           "sorted_people_exact"]
 
 OUTPUT_COLUMNS = [
     "metric_id", "metric_version", "place", "period_type", "period_start", "period_end", "breakdown", "group",
@@ -279,9 +280,9 @@ def _lookup(geography: pl.DataFrame) -> pl.LazyFrame:
         pl.col("imd_quintile").cast(pl.String))
 
 
-def _distinct_rows(lf: pl.LazyFrame, step: MetricStep, columns: list[str], keys: list[str],
-                   codes: Codes) -> pl.LazyFrame:
-    """The rows a distinct count looks at: its qualifying rows' date, person and cell key codes."""
+def _qualifying_rows(lf: pl.LazyFrame, step: MetricStep, columns: list[str], keys: list[str],
+                     codes: Codes) -> pl.LazyFrame:
+    """The rows a distinct count looks at: its qualifying rows' date, person id and cell key codes."""
     counted = _flags(step, columns, "_")[0]
     # String codes as categoricals: 4 bytes a row instead of a 16-byte string view through the sort
     # (memory and time); they are labelled once aggregated (``_labelled``).
@@ -299,11 +300,10 @@ def _labelled(codes: Codes, keys: list[str]) -> list[pl.Expr]:
     return [(codes[k][1](pl.col(k)) if k in codes else pl.col(k).cast(pl.String)).alias(k) for k in keys]
 
 
-def _person_months(rows: pl.DataFrame) -> pl.DataFrame:
+def _person_months(people: pl.DataFrame) -> pl.DataFrame:
     """The first qualifying row of each person in each month (``_who``, ``_month`` as a month index,
-    cell keys), sorted by person and month. After sorting by person and date, that row is where the
+    cell keys), from ``people`` sorted by person and date (``sorted_people``): that row is where the
     person or the month changes (ties keep the extract's order)."""
-    people = _sorted_by_person_and_date(rows)
     return (people.with_columns(_month_index_of(people, pl.col("_date")).alias("_month"))
             .filter(_first_of("_who", "_month"))
             .drop("_date"))
@@ -314,7 +314,7 @@ def _distinct_partials(person_months: pl.DataFrame, step: MetricStep, keys: list
                        ) -> tuple[pl.LazyFrame | None, list[tuple[str, pl.LazyFrame]]]:
     """People counted once per period, in the cell of their first qualifying row of that period.
 
-    Rows (``_distinct_rows``) shrink first to person-months (``_person_months``). Fixed periods
+    Rows (``sorted_people``) shrink first to person-months (``_person_months``). Fixed periods
     count each person in their first month in the period: a flag per grain on each person-month,
     summed by month and cell in one pass, then by period: returned as cells by period. Rolling windows avoid exploding every row into every window: a person-month
     is the person's first month in exactly the windows ending from max(month, previous month +
@@ -349,34 +349,35 @@ def _distinct_partials(person_months: pl.DataFrame, step: MetricStep, keys: list
 
 
 _DAY_BITS = 16  # days since 1970 in the low bits of the sort key: dates up to 2149
+_DAYS = pl.lit(1 << _DAY_BITS, pl.UInt128)
 
 
-def _sorted_by_person_and_date(rows: pl.DataFrame) -> pl.DataFrame:
-    """``rows`` (``_id``, ``_date``, ...) sorted by person then date, with ``_who`` an integer per
-    person in place of ``_id``.
+def sorted_people(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """``rows`` (``_id``, ``_date``, ...) sorted by person then date, ties in the extract's order,
+    with ``_who`` (an integer per person) in place of ``_id``.
 
-    Sorting millions of string ids (or first coding them as categoricals) is the slow part of
-    counting people, so each id is hashed to 64 bits and the sort runs on one integer: the hash's
-    top 48 bits then the day. Only that key and the cell keys go through the sort; ``_who`` and
-    ``_date`` are read back from the key. That is exact only if no two people share those 48 bits,
-    which is checked every time, after the sort: a second, independent 64-bit hash of the ids rides
-    along, and must not change within a run of one code (two people in a run would show as a change
-    unless both hashes collide for the same pair: for a million people, a chance below one in
-    10¹⁰). If the check fails, or a date falls outside 1970–2149, the sort runs on the ids
-    themselves.
+    Sorting millions of string ids is the slow part of counting people, so the sort runs on one
+    128-bit integer per row: a 96-bit code for the person (a 64-bit hash of the id, then 32 bits
+    of a second, independent one), then the day since 1970. The ids are never materialised, and
+    ``_who`` is the run number of the code. Two people share a code only if both hashes collide
+    for the pair: for 20 million people a chance of about 10⁻¹⁴ (a single 64-bit hash would be 10⁻⁵
+    — too likely at national scale). A row whose date can't be packed (missing, before 1970 or
+    after 2149) gets no key and a missing ``_date`` here; then ``sorted_people_exact`` is used.
     """
-    ids, date = pl.col("_id"), pl.col("_date")
-    first, last = rows.select(date.min().alias("first"), date.max().alias("last")).row(0)
-    if rows.height and first >= dt.date(1970, 1, 1) and (last - dt.date(1970, 1, 1)).days < 1 << _DAY_BITS:
-        key = (ids.hash(seed=0) // (1 << _DAY_BITS)) * (1 << _DAY_BITS) + date.cast(pl.Int64).cast(pl.UInt64)
-        keyed = (rows.select(key.alias("_key"), ids.hash(seed=1).alias("_check"), pl.exclude("_id", "_date"))
-                 .sort("_key", maintain_order=True))
-        who, check = pl.col("_key") // (1 << _DAY_BITS), pl.col("_check")
-        if not keyed.select(((who == who.shift(1)) & (check != check.shift(1))).any()).item():
-            day = (pl.col("_key") % (1 << _DAY_BITS)).cast(pl.Int32).cast(pl.Date)
-            return keyed.select(day.alias("_date"), pl.exclude("_key", "_check"), who.alias("_who"))
-    return rows.sort(["_id", "_date"], maintain_order=True).with_columns(
-        pl.col("_id").rle_id().alias("_who")).drop("_id")
+    ids, day = pl.col("_id"), pl.col("_date").cast(pl.Int32)
+    person = (ids.hash(seed=0).cast(pl.UInt128) * pl.lit(1 << 32, pl.UInt128)
+              + (ids.hash(seed=1) % (1 << 32)).cast(pl.UInt128))
+    key = pl.when((day >= 0) & (day < 1 << _DAY_BITS)).then(person * _DAYS + day.cast(pl.UInt128))
+    return (rows.select(key.alias("_key"), pl.exclude("_id", "_date"))
+            .sort("_key", maintain_order=True, nulls_last=True)
+            .select((pl.col("_key") % _DAYS).cast(pl.Int32).cast(pl.Date).alias("_date"), pl.exclude("_key"),
+                    (pl.col("_key") // _DAYS).rle_id().alias("_who")))
+
+
+def sorted_people_exact(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """``sorted_people`` by sorting on the ids themselves (any date, but several times slower)."""
+    return (rows.sort(["_id", "_date"], maintain_order=True)
+            .with_columns(pl.col("_id").rle_id().alias("_who")).drop("_id"))
 
 
 def _first_of(*columns: str) -> pl.Expr:
@@ -590,9 +591,11 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
                      .agg(pl.col("^\\d+__.*$").sum()).join(lookup, on=LSOA, how="inner"))
     else:
         scans.append(pl.LazyFrame())
+    qualifying = {}
     for step in distinct:
         date = pl.col(step.date_column).cast(pl.Date)  # (the first and last date's months: truncating every row costs)
-        scans += [_distinct_rows(lf, step, filter_columns, _cell_keys(columns, step), codes),
+        qualifying[step.metric_id] = _qualifying_rows(lf, step, filter_columns, _cell_keys(columns, step), codes)
+        scans += [sorted_people(qualifying[step.metric_id]),
                   lf.select(pl.concat([date.min(), date.max()]).dt.truncate("1mo").alias("month"))]
     scanned = pl.collect_all(scans)
     if additive:
@@ -623,7 +626,11 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
         keys = _cell_keys(columns, step)
         months = months_of.pop(step.metric_id).to_series()
         first_month, last_month = _coverage(source, spans.get(step.date_column, months), step.grains)
-        person_months = _person_months(rows_of.pop(step.metric_id))
+        people = rows_of.pop(step.metric_id)
+        if people["_date"].null_count():  # a date the sort key can't hold: sort on the ids
+            people = sorted_people_exact(qualifying[step.metric_id]).collect()
+        person_months = _person_months(people)
+        del people
         fixed, rolling = _distinct_partials(person_months, step, keys, first_month, last_month)
         del person_months
         fixed = (fixed.with_columns(_labelled(codes, keys)).join(lookup, on=LSOA, how="inner").collect().lazy()

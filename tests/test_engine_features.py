@@ -130,13 +130,13 @@ def test_dsr_definitions_reject_age_bands(definitions_dir):
 
 
 def test_people_sort_on_hashed_codes_agrees_with_sorting_the_ids():
-    """Counting people sorts rows by person and date on a hashed code; a date it can't pack (before
-    1970) takes the exact path on the ids. Both give each person's rows in date order, ties in the
-    extract's order."""
+    """Counting people sorts rows by person and date on a 128-bit key (a 96-bit person code from two
+    hashes, then the day); a date it can't pack (before 1970) comes back missing, the signal to sort
+    on the ids. Both give each person's rows together, in date order, ties in the extract's order."""
     import datetime as dt
     import random
 
-    from metrics.compute import _sorted_by_person_and_date
+    from metrics.compute import sorted_people, sorted_people_exact
 
     rng = random.Random(7)
     rows = pl.DataFrame({
@@ -145,12 +145,16 @@ def test_people_sort_on_hashed_codes_agrees_with_sorting_the_ids():
         "_row": range(5000),
     })
     expected = rows.sort(["_id", "_date", "_row"])
-    fast = _sorted_by_person_and_date(rows)
+    fast = sorted_people(rows.lazy()).collect()
+    assert fast["_date"].null_count() == 0
     # Each person's rows are together (one run of _who per person), in date order, ties in row order.
-    assert fast["_who"].rle_id().n_unique() == rows["_id"].n_unique()
-    runs = fast.group_by("_who", maintain_order=True).agg("_row")["_row"].to_list()
-    assert sorted(runs) == sorted(expected.group_by("_id", maintain_order=True).agg("_row")["_row"].to_list())
+    assert fast["_who"].n_unique() == rows["_id"].n_unique() == 300
+    runs = fast.group_by("_who", maintain_order=True).agg("_row", "_date")
+    by_id = expected.group_by("_id", maintain_order=True).agg("_row", "_date")
+    assert sorted(runs["_row"].to_list()) == sorted(by_id["_row"].to_list())
+    assert sorted(runs["_date"].to_list()) == sorted(by_id["_date"].to_list())
     old = rows.with_columns(pl.when(pl.col("_row") == 0).then(dt.date(1960, 1, 1)).otherwise(pl.col("_date"))
                             .alias("_date"))
-    exact = _sorted_by_person_and_date(old)
+    assert sorted_people(old.lazy()).collect()["_date"].null_count() == 1
+    exact = sorted_people_exact(old.lazy()).collect()
     assert exact["_row"].to_list() == old.sort(["_id", "_date", "_row"])["_row"].to_list()

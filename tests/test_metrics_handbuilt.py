@@ -211,21 +211,37 @@ def test_period_numbers_match_period_bounds():
         assert by_table.to_list() == frame.select(_month_index(pl.col("day")).alias("i"))["i"].to_list()
 
 
-def test_people_sort_falls_back_when_person_codes_collide(monkeypatch):
-    """The people sort packs a hashed person code with the day and checks afterwards that no code
-    holds two people; with codes of 4 bits (16 codes for 300 people) the check must fail and the
-    sort run on the ids, exactly."""
-    import random
+def test_people_are_counted_on_the_ids_when_a_date_cannot_be_packed(handbuilt_dir, monkeypatch):
+    """Counting people sorts on a 128-bit key holding the day since 1970 in its low bits; when a
+    qualifying row's date doesn't fit (here: no date fits, as the day gets no bits), the count must
+    come from sorting the ids instead, with the same numbers."""
+    from conftest import AS_OF, DEFINITIONS
 
     from metrics import compute
+    from metrics.definitions import load_catalogue
+    from metrics.plan import build_plan
+    from metrics.sources import load_source
 
-    rng = random.Random(7)
-    rows = pl.DataFrame({
-        "_id": [f"P{rng.randrange(300):04d}" for _ in range(5000)],
-        "_date": [dt.date(2020, 1, 1) + dt.timedelta(days=rng.randrange(900)) for _ in range(5000)],
-        "_row": range(5000),
-    })
-    monkeypatch.setattr(compute, "_DAY_BITS", 60)
-    result = compute._sorted_by_person_and_date(rows)
-    assert result["_row"].to_list() == rows.sort(["_id", "_date", "_row"])["_row"].to_list()
-    assert result["_who"].n_unique() == 300
+    catalogue = load_catalogue(DEFINITIONS)
+    plan = next(p for p in build_plan(catalogue, ["people_seen_by_community_services_per_1000"]).sources)
+    geography = load_source(catalogue.sources["geography"], handbuilt_dir, as_of=AS_OF)
+    lsoas = geography.frame["lsoa_code"].to_list()
+    population = load_source(catalogue.sources["population"], handbuilt_dir, as_of=AS_OF, known_lsoas=lsoas)
+    contacts = load_source(catalogue.sources[plan.source_id], handbuilt_dir, as_of=AS_OF, known_lsoas=lsoas,
+                           columns=plan.columns)
+
+    def people_seen() -> pl.DataFrame:
+        values = compute.compute_source(plan, contacts.frame, catalogue, geography=geography.frame,
+                                        populations={"population": population.frame})
+        return values.sort("period_type", "period_start", "place", "breakdown", "group")
+
+    packed = people_seen()
+    exact_sorts = []
+    real_exact = compute.sorted_people_exact
+    monkeypatch.setattr(compute, "sorted_people_exact", lambda rows: exact_sorts.append(1) or real_exact(rows))
+    monkeypatch.setattr(compute, "_DAY_BITS", 0)
+    on_ids = people_seen()
+    assert exact_sorts == [1]
+    assert on_ids.equals(packed)
+    assert packed.filter(pl.col("breakdown") == "overall", pl.col("period_type") == "financial_quarter",
+                         pl.col("place") == "Dudley")["numerator"].to_list() == [3]
