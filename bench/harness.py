@@ -171,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="don't repeat an implementation at a scale once a run took longer (default 150 s)")
     parser.add_argument("--naive-max-scale", type=float, default=1.0,
                         help="largest scale to run the naive Polars baseline at (default 1: it is the slowest)")
+    parser.add_argument("--baselines-max-scale", type=float, default=10.0,
+                        help="largest scale to run pandas and DuckDB at (default 10: at 30 they need more "
+                             "memory than the machine has); above it only the engine runs")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per run (default 1800)")
     args = parser.parse_args(argv)
     scales = [0.1] if args.quick else [float(s) for s in args.scales.split(",")]
@@ -191,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(repeats):
             for kind in kinds:  # interleaved, so drifting machine load hits every implementation alike
                 if kind == "naive_polars" and scale > args.naive_max_scale:
+                    continue
+                if kind != "engine" and scale > args.baselines_max_scale:
                     continue
                 done = [r for r in scale_result["runs"].get(kind, []) if r.get("ok")]
                 if repeat and (not done or min(r["seconds"] for r in done) > args.slow):

@@ -111,8 +111,12 @@ def _spc(values: pl.DataFrame, catalogue: Catalogue, metrics: pl.DataFrame,
     return out.select([c for c in keep if c in out.columns]).sort([*SERIES, "period_start"])
 
 
+PAIRED_PLACES_MAX = 8  # places compared with each other place (with more, with targets and benchmarks only)
+
+
 def _comparisons(values: pl.DataFrame, metrics: pl.DataFrame, benchmarks: pl.DataFrame | None) -> pl.DataFrame:
-    """Each value against the target, each other place, and benchmarks (matched on their periods)."""
+    """Each value against the target, each other place (up to ``PAIRED_PLACES_MAX`` places), and
+    benchmarks (matched on their periods)."""
     base = (values.join(metrics, left_on=["metric_id", "period_type"], right_on=["metric_id", "spc_period_type"])
             .select(*SERIES, "period_start", "period_end", "value", "lower_95", "upper_95", "lower_99_8",
                     "upper_99_8", "polarity", "target"))
@@ -131,15 +135,18 @@ def _comparisons(values: pl.DataFrame, metrics: pl.DataFrame, benchmarks: pl.Dat
     # Against the target: met or not (the value itself), and whether the CI is clear of it.
     with_target = base.filter(pl.col("breakdown") == "overall", pl.col("target").is_not_null())
     parts.append(judged(with_target, pl.lit("target"), "target"))
-    # Against each other place, same metric, period and breakdown group.
-    # A place's own total is the group named after it, so totals pair on the breakdown alone.
-    same_group = pl.when(pl.col("breakdown") == "overall").then(pl.lit("overall")).otherwise(pl.col("group"))
-    pairing = ["metric_id", "period_type", "breakdown", "_group", "period_start"]
-    others = base.select(*pairing[:3], same_group.alias("_group"), "period_start",
-                         pl.col("place").alias("other_place"), pl.col("value").alias("other_value"))
-    paired = (base.with_columns(same_group.alias("_group")).join(others, on=pairing)
-              .filter(pl.col("place") != pl.col("other_place")).drop("_group"))
-    parts.append(judged(paired, pl.col("other_place"), "other_value"))
+    # Against each other place, same metric, period and breakdown group: for a partnership's few
+    # places. The pairs grow as the square of the places (79 places at benchmark scale 30 made 23M
+    # rows and took a minute), and beyond a handful a board compares with England, not each other.
+    if base["place"].n_unique() <= PAIRED_PLACES_MAX:
+        # A place's own total is the group named after it, so totals pair on the breakdown alone.
+        same_group = pl.when(pl.col("breakdown") == "overall").then(pl.lit("overall")).otherwise(pl.col("group"))
+        pairing = ["metric_id", "period_type", "breakdown", "_group", "period_start"]
+        others = base.select(*pairing[:3], same_group.alias("_group"), "period_start",
+                             pl.col("place").alias("other_place"), pl.col("value").alias("other_value"))
+        paired = (base.with_columns(same_group.alias("_group")).join(others, on=pairing)
+                  .filter(pl.col("place") != pl.col("other_place")).drop("_group"))
+        parts.append(judged(paired, pl.col("other_place"), "other_value"))
     if benchmarks is not None and benchmarks.height:
         # Benchmarks come for their own periods (often financial years), whatever the SPC grain.
         totals = (values.filter(pl.col("breakdown") == "overall")

@@ -77,6 +77,27 @@ def test_target_comparison_and_assurance():
     assert card["Dudley"]["trial_limits"] is False and card["Dudley"]["value"] == 95.1
 
 
+def test_places_are_paired_only_for_a_partnership(monkeypatch):
+    """Each place is compared with each other place while there are few (a partnership); with more
+    than ``PAIRED_PLACES_MAX`` the pairs (the square of the places) are skipped, and targets and
+    benchmarks are still judged."""
+    from metrics import judge as judge_module
+
+    steady = [95.0, 95.5, 94.5, 95.2, 94.8, 95.1, 94.9, 95.3, 94.7, 95.0, 95.4, 94.6, 95.0, 95.1]
+    frame = pl.concat([_values("discharged_on_ready_date", place, [v - i for v in steady], half_width=0.5)
+                       for i, place in enumerate(["Dudley", "Walsall", "Sandwell"])])
+    paired = judge(frame, CATALOGUE)["comparisons"]
+    others = paired.filter(~pl.col("benchmark").is_in(["target", "England"]))
+    assert others.height == 3 * 2 * len(steady)  # every place against each of the other two, every month
+    monkeypatch.setattr(judge_module, "PAIRED_PLACES_MAX", 2)
+    judged = judge(frame, CATALOGUE)
+    assert set(judged["comparisons"]["benchmark"]) == {"target"}
+    assert judged["comparisons"].height == 3 * len(steady)
+    card = judged["scorecard"]
+    assert card["other_place"].null_count() == card.height == 3
+    assert card["target_met"].to_list() == [True, True, True]
+
+
 def test_inequality_gap_by_hand():
     quintile_values = {"1": 60.0, "2": 64.0, "3": 68.0, "4": 72.0, "5": 76.0}
     frames = [_values("breast_screening_coverage", "Dudley", [v] * 3, breakdown="imd_quintile", group=g,
