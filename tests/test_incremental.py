@@ -258,7 +258,7 @@ def test_the_cached_rows_grow_by_a_part_per_pure_append_and_are_rewritten_after_
         refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF, incremental=True)
         grown.append(json.loads((cache_dir(engine) / "community_contacts.json").read_text())["parts"])
     assert len(grown[0]) == 2 and len(grown[1]) == 3 and grown[1][:2] == grown[0]
-    assert sorted(p.name for p in cache_dir(engine).glob("community_contacts-*.parquet")) == sorted(grown[1])
+    assert sorted(p.name for p in cache_dir(engine).glob("community_contacts-*.arrow")) == sorted(grown[1])
     incremental = store.latest_run_id(engine)
     full = refresh(handbuilt_dir, definitions_dir=definitions, engine=engine, as_of=AS_OF)
     assert_same_publication(engine, incremental, full.run_id)
