@@ -298,17 +298,20 @@ def _parse_expr(name: str, spec: ColumnSpec, dtype: pl.DataType) -> pl.Expr:
 
 def _parse(source: SourceDefinition, frame: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Parse declared columns; return (parsed frame, quarantine records for values that didn't parse)."""
+    schema = frame.schema  # (worked out on each access: once here, not per column)
     exprs = []
     for name, spec in source.columns.items():
+        if schema[name] == POLARS_TYPES[spec.type]:
+            continue  # already the declared type (Parquet): nothing to parse
         try:
-            exprs.append(_parse_expr(name, spec, frame.schema[name]).alias(name))
+            exprs.append(_parse_expr(name, spec, schema[name]).alias(name))
         except TypeError:
-            raise SourceError(source.id, f"has type {frame.schema[name]}, expected {EXPECTED[spec.type]}",
+            raise SourceError(source.id, f"has type {schema[name]}, expected {EXPECTED[spec.type]}",
                               file=path, column=name) from None
-    parsed = frame.with_columns(exprs)
+    parsed = frame.with_columns(exprs) if exprs else frame
     failures = []
     for name, spec in source.columns.items():
-        if frame.schema[name] == POLARS_TYPES[spec.type]:
+        if schema[name] == POLARS_TYPES[spec.type]:
             continue
         raw = frame[name]
         raw_text = raw.cast(pl.String).str.strip_chars()
