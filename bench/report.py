@@ -97,6 +97,15 @@ def write_report(results: dict, path: Path, chart: Path) -> None:
         "longer than `--slow` seconds is run once there, and naive Polars is not run above `--naive-max-scale`.",
         "",
     ]
+    if any(float(k) > 10 for k in results["scales"]):
+        lines += [
+            "Scales above 10 (national order of magnitude) run the engine only: pandas and DuckDB need more memory "
+            "than the machine has there (`--baselines-max-scale`, default 10). Their extracts are built in parts "
+            "(`bench/bigdata.py`): the demo generator holds every row it draws, so the places the scale picks are "
+            "generated in groups of at most 6 × Dudley + Walsall, each with its own seed and its own prefix on "
+            "every identifier, and merged file by file (one file per month, as a region's extract would come).",
+            "",
+        ]
     for scale, res in results["scales"].items():
         s = res["summary"]
         eng = s.get("engine", {})
