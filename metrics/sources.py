@@ -261,8 +261,17 @@ def _read_parquet_group(source: SourceDefinition, paths: list[Path]) -> pl.DataF
         return None
     which = np.repeat(np.arange(len(paths)), counts)
     starts = np.repeat(np.cumsum([0, *counts[:-1]]), counts)
-    return frame.with_columns(pl.Series(_FILE, [p.name for p in paths]).gather(which),
-                              pl.Series(_ROW, np.arange(1, frame.height + 1) - starts, dtype=pl.Int64))
+    added = [pl.Series(_FILE, [p.name for p in paths]).gather(which),
+             pl.Series(_ROW, np.arange(1, frame.height + 1) - starts, dtype=pl.Int64)]
+    # The added columns are cut into the same chunks as the read ones: with chunks that don't line
+    # up, every later operation on the frame first copies it to align them.
+    lengths = [len(chunk) for chunk in frame.get_columns()[0].get_chunks()]
+    if any([len(chunk) for chunk in column.get_chunks()] != lengths for column in frame.get_columns()):
+        frame, lengths = frame.rechunk(), [frame.height]
+    bounds = np.cumsum([0, *lengths[:-1]])
+    added = [pl.concat([column.slice(int(start), length) for start, length in zip(bounds, lengths, strict=True)],
+                       rechunk=False) for column in added]
+    return frame.with_columns(added)
 
 
 # --- parsing -------------------------------------------------------------------------------------
