@@ -360,7 +360,7 @@ def sorted_people(rows: pl.LazyFrame) -> pl.LazyFrame:
     128-bit integer per row: a 96-bit code for the person (a 64-bit hash of the id, then 32 bits
     of a second, independent one), then the day since 1970. The ids are never materialised, and
     ``_who`` is the run number of the code. Two people share a code only if both hashes collide
-    for the pair: for 20 million people a chance of about 10⁻¹⁴ (a single 64-bit hash would be 10⁻⁵
+    for the pair: for 20 million people a chance below 10⁻¹⁴ (with a single 64-bit hash, 10⁻⁵
     — too likely at national scale). A row whose date can't be packed (missing, before 1970 or
     after 2149) gets no key and a missing ``_date`` here; then ``sorted_people_exact`` is used.
     """
