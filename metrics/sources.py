@@ -226,32 +226,30 @@ def _parquet_rows(path: Path) -> int | None:
         return None
 
 
-def _read_groups(files: list[tuple[Path, dict]]) -> list[list[tuple[Path, dict]]]:
+def _read_groups(files: list[tuple[Path, dict]]) -> list[list[tuple[Path, dict, int | None]]]:
     """Consecutive Parquet files in groups of about ``_VALIDATION_BATCH_ROWS`` rows, read together
     (Polars reads the files of one call in parallel: monthly files of one row group each are read
-    twice as fast); any other file on its own."""
-    groups: list[list[tuple[Path, dict]]] = []
+    twice as fast); any other file on its own. Each file comes with its row count from its footer
+    (None if not Parquet or unreadable)."""
+    groups: list[list[tuple[Path, dict, int | None]]] = []
     rows = 0
     for path, fingerprint in files:
         count = _parquet_rows(path) if path.suffix.lower() == ".parquet" else None
-        if count is None or not groups or groups[-1][0][0].suffix.lower() != ".parquet" or rows >= _VALIDATION_BATCH_ROWS:
+        if count is None or not groups or groups[-1][0][2] is None or rows >= _VALIDATION_BATCH_ROWS:
             groups.append([])
             rows = 0
-        groups[-1].append((path, fingerprint))
+        groups[-1].append((path, fingerprint, count))  # (nothing joins a file without a count)
         rows += count or 0
-        if count is None:
-            rows = _VALIDATION_BATCH_ROWS  # nothing joins a file that isn't Parquet
     return groups
 
 
-def _read_parquet_group(source: SourceDefinition, paths: list[Path]) -> pl.DataFrame | None:
-    """Several Parquet files in one frame, as ``_read_file`` would give them one by one and
-    concatenated; None if they can't be read together (different columns or types, a problem in
-    one): then each file is read on its own, so that a problem is reported for its file."""
+def _read_parquet_group(source: SourceDefinition, paths: list[Path], counts: list[int]) -> pl.DataFrame | None:
+    """Several Parquet files (of ``counts`` rows) in one frame, as ``_read_file`` would give them
+    one by one and concatenated; None if they can't be read together (different columns or types,
+    a problem in one): then each file is read on its own, so that a problem is reported for its file."""
     declared = list(source.columns)
     try:
         schemas = [pl.read_parquet_schema(path) for path in paths]
-        counts = [pq.read_metadata(path).num_rows for path in paths]
         if any(schema != schemas[0] for schema in schemas) or any(c not in schemas[0] for c in declared):
             return None
         frame = pl.read_parquet(paths, columns=declared).select(declared)
@@ -657,16 +655,16 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
         else:
             to_read.append((path, fingerprint))
     for group in _read_groups(to_read):
-        paths = [path for path, _ in group]
-        raw = _read_parquet_group(source, paths) if len(group) > 1 else None
+        paths = [path for path, _, _ in group]
+        raw = _read_parquet_group(source, paths, [count for _, _, count in group]) if len(group) > 1 else None
         if raw is None:  # one file, or files that can't be read together: each on its own
             raws = [_read_file(source, path) for path in paths]
             raw = pl.concat(raws, how="vertical") if len(raws) > 1 else raws[0]
             counts = [r.height for r in raws]
             del raws
         else:
-            counts = [_parquet_rows(path) for path in paths]
-        for (_, fingerprint), count in zip(group, counts, strict=True):
+            counts = [count for _, _, count in group]
+        for (_, fingerprint, _), count in zip(group, counts, strict=True):
             fingerprint["rows"] = count
         files_read += len(group)
         rows_read += raw.height
