@@ -21,16 +21,14 @@ import polars as pl
 from metrics import geography_data as geo
 from metrics.demo import generate_demo_data
 
-PART_SCALE = 6.0  # the largest part generated in one go (the generator peaks near 2 GB per unit)
+PART_SCALE = 6.0  # the largest part generated in one go (the generator peaks near 1.5 GB per unit: 9 GB)
 FOUNDATION = ["geography", "population", "inpatient_spells", "community_contacts", "breast_screening", "benchmarks"]
 
 
 def place_groups(scale: float, part_scale: float = PART_SCALE) -> list[list[str]]:
     """The places ``scale`` picks, in order, in groups of at most ``part_scale`` × Dudley + Walsall."""
     places = geo.select_places_for_scale(scale)
-    pops = geo.place_population_2015()
-    population = {code: geo.target_population_2024(code, p) for code, p
-                  in zip(pops["place_code"].to_list(), pops["pop_total_2015"].to_list(), strict=True)}
+    population = geo.place_populations_2024()
     limit = part_scale * (population[geo.DUDLEY] + population[geo.WALSALL])
     groups: list[list[str]] = [[]]
     total = 0

@@ -157,6 +157,13 @@ def target_population_2024(place_code: str, pop_2015: int) -> int:
     return int(round(pop_2015 * DEFAULT_GROWTH_2015_TO_2024))
 
 
+def place_populations_2024() -> dict[str, int]:
+    """The mid-2024 population used for each local authority district (``target_population_2024``)."""
+    pops = place_population_2015()
+    return {code: target_population_2024(code, p2015)
+            for code, p2015 in zip(pops["place_code"].to_list(), pops["pop_total_2015"].to_list(), strict=True)}
+
+
 def select_places_for_scale(scale: float) -> list[str]:
     """Places to generate for ``scale``: Dudley and Walsall, plus more LADs when ``scale > 1``.
 
@@ -168,11 +175,7 @@ def select_places_for_scale(scale: float) -> list[str]:
     places = list(DEFAULT_PLACES)
     if scale <= 1:
         return places
-    pops = place_population_2015()
-    pop_of = {
-        code: target_population_2024(code, p2015)
-        for code, p2015 in zip(pops["place_code"].to_list(), pops["pop_total_2015"].to_list(), strict=True)
-    }
+    pop_of = place_populations_2024()
     base = pop_of[DUDLEY] + pop_of[WALSALL]
     target = scale * base
     total = float(base)
@@ -261,6 +264,7 @@ __all__ = [
     "assign_neighbourhoods",
     "geography_lookup",
     "place_population_2015",
+    "place_populations_2024",
     "read_all_lsoas",
     "read_lsoas",
     "select_places_for_scale",

@@ -15,9 +15,7 @@ def test_place_groups_keep_every_place_in_order_within_the_part_size():
     places = geo.select_places_for_scale(30)
     groups = place_groups(30, part_scale=6)
     assert [p for group in groups for p in group] == places
-    pops = geo.place_population_2015()
-    population = {c: geo.target_population_2024(c, p)
-                  for c, p in zip(pops["place_code"].to_list(), pops["pop_total_2015"].to_list(), strict=True)}
+    population = geo.place_populations_2024()
     limit = 6 * (population[geo.DUDLEY] + population[geo.WALSALL])
     for group in groups:  # a group goes over the limit only when a single place is bigger than it
         assert sum(population[p] for p in group) <= limit or len(group) == 1
