@@ -654,31 +654,37 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
             rows_read += fingerprint["rows"]
         else:
             to_read.append((path, fingerprint))
-    for group in _read_groups(to_read):
-        paths = [path for path, _, _ in group]
-        raw = _read_parquet_group(source, paths, [count for _, _, count in group]) if len(group) > 1 else None
-        if raw is None:  # one file, or files that can't be read together: each on its own
-            raws = [_read_file(source, path) for path in paths]
-            raw = pl.concat(raws, how="vertical") if len(raws) > 1 else raws[0]
-            counts = [r.height for r in raws]
-            del raws
-        else:
-            counts = [count for _, _, count in group]
-        for (_, fingerprint, _), count in zip(group, counts, strict=True):
-            fingerprint["rows"] = count
-        files_read += len(group)
+
+    def take(raw: pl.DataFrame, path: Path) -> None:
+        """Parse one file's (or one group's) rows into the current batch; validate full batches."""
+        nonlocal rows_read
         rows_read += raw.height
-        parsed, bad = _parse(source, raw, paths[0])
+        parsed, bad = _parse(source, raw, path)
         if bad is not None:
             quarantine_parts.append(bad.join(parsed.select(_FILE, _ROW, _row_json(raw).alias("row_json")),
                                              left_on=["file", "row_number"], right_on=[_FILE, _ROW], how="left"))
             # Rows whose values didn't parse are quarantined already; don't also report them as missing.
             parsed = parsed.join(bad.select("file", "row_number").unique(), left_on=[_FILE, _ROW],
                                  right_on=["file", "row_number"], how="anti")
-        del raw
         batch.append(parsed)
         if sum(part.height for part in batch) >= _VALIDATION_BATCH_ROWS:
             validate_batch()
+
+    for group in _read_groups(to_read):
+        paths = [path for path, _, _ in group]
+        raw = _read_parquet_group(source, paths, [count for _, _, count in group]) if len(group) > 1 else None
+        files_read += len(group)
+        if raw is not None:
+            for _, fingerprint, count in group:
+                fingerprint["rows"] = count
+            take(raw, paths[0])  # (the files have one schema: a type error is every file's)
+            continue
+        # One file, or files that can't be read together: each read and parsed on its own, so that
+        # a problem is reported for its file and files may differ in how their columns are typed.
+        for path, fingerprint, _ in group:
+            raw = _read_file(source, path)
+            fingerprint["rows"] = raw.height
+            take(raw, path)
     if batch:
         validate_batch()
     if declared_only is not None and (suspect_parts or not failed_positions):
