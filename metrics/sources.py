@@ -402,7 +402,10 @@ def _suspects(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.Series | No
             if frame.schema[name].is_float():
                 missing = missing | pl.col(name).is_nan()
             outcomes.append(lf.select(~missing))
+        implied = {id(c) for c in _implied_checks(column.checks, frame.schema[name])}
         for check in column.checks:
+            if id(check) in implied:
+                continue
             outcome = evaluated(check, name)
             if outcome is None:
                 return None
@@ -417,6 +420,31 @@ def _suspects(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.Series | No
     flags = pl.concat([o.select(pl.first().alias(f"_{i}")) for i, o in enumerate(outcomes)], how="horizontal")
     return (flags.select((~pl.all_horizontal(pl.all())).arg_true().alias("index")).collect()
             .to_series().cast(pl.UInt32))
+
+
+def _implied_checks(checks: list[pa.Check], dtype: pl.DataType) -> list[pa.Check]:
+    """The checks a row passes whenever it passes one of the column's ``isin`` checks: those every
+    allowed value passes (an LSOA code in the geography lookup matches the LSOA pattern). A row
+    failing them fails the ``isin`` too, so it is a suspect anyway, and pandera still reports every
+    check it fails. Regular expressions over millions of codes are most of the suspects' pass."""
+    lists = [c for c in checks if c.name == "isin" and c.ignore_na and not c.element_wise and c.groupby is None]
+    implied = []
+    for check in checks:
+        if check.name == "isin" or check.element_wise or check.groupby is not None or not check.ignore_na:
+            continue
+        for allowed in lists:
+            values = pl.LazyFrame({"value": pl.Series(list(allowed.statistics["allowed_values"]), strict=False)})
+            try:
+                values = values.cast({"value": dtype})
+                result = check._check_fn(PolarsData(values, "value"), **check._check_kwargs)
+                passes = isinstance(result, pl.LazyFrame) and result.select(
+                    pl.all_horizontal(pl.all()).fill_null(True).all()).collect().item()
+            except (AttributeError, KeyError, TypeError, pl.exceptions.PolarsError):
+                passes = False
+            if passes:
+                implied.append(check)
+                break
+    return implied
 
 
 def _failures(schema: pa.DataFrameSchema, data: pl.DataFrame) -> pl.DataFrame | None:

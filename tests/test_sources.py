@@ -173,3 +173,27 @@ def test_a_parquet_file_unlike_the_others_is_read_on_its_own(catalogue, handbuil
         _load(catalogue, handbuilt_dir, "inpatient_spells")
     message = str(caught.value)
     assert "spells_2024-05.parquet" in message and "discharge_date" in message and "Float64" in message
+
+
+def test_checks_every_lookup_value_passes_are_not_run_again_to_find_suspects():
+    """An LSOA in the geography lookup matches the LSOA pattern, so the pattern needn't be run on
+    millions of codes to find the rows that may fail; a lookup with a code the pattern rejects
+    keeps it. pandera still reports every check a suspect fails."""
+    import pandera.polars as pa
+
+    from metrics.sources import _failures, _implied_checks, _suspects
+
+    pattern = pa.Check.str_matches(r"^E01\d{6}$", error="pattern: expected to match")
+    known = pa.Check.isin(["E01000001", "E01000002"], error="unknown_lsoa: expected an LSOA in the lookup")
+    assert _implied_checks([pattern, known], pl.String) == [pattern]
+    odd = pa.Check.isin(["E01000001", "W01000002"], error="unknown_lsoa: expected an LSOA in the lookup")
+    assert _implied_checks([pattern, odd], pl.String) == []
+    ages = pa.Check.isin([2, 3, 7], error="allowed_values")
+    at_least_two, at_most_five = pa.Check.ge(2), pa.Check.le(5)
+    assert _implied_checks([at_least_two, at_most_five, ages], pl.Int64) == [at_least_two]
+
+    schema = pa.DataFrameSchema({"lsoa": pa.Column(pl.String, nullable=True, checks=[pattern, known])})
+    frame = pl.DataFrame({"lsoa": ["E01000001", "E01999999", "nonsense", None, "E01000002"]})
+    assert _suspects(schema, frame).to_list() == [1, 2]
+    failures = _failures(schema, frame[[1, 2]]).sort("index", "rule")
+    assert failures.select("index", "rule").rows() == [(0, "unknown_lsoa"), (1, "pattern"), (1, "unknown_lsoa")]
