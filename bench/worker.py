@@ -20,8 +20,8 @@ def main(argv: list[str]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     record: dict = {"kind": kind}
     if kind == "engine":
+        from metrics.refresh import refresh  # (first: metrics sets Polars' allocator up before Polars loads)
         import store
-        from metrics.refresh import refresh
 
         db = out_dir / "outcomes.db"
         for suffix in ("", "-wal", "-shm"):

@@ -44,3 +44,24 @@ def test_the_planner_and_compute_never_import_the_orchestrator():
     for name in ("definitions", "rules", "plan", "compute", "sources"):
         imports = _imports(PROJECT / "metrics" / f"{name}.py")
         assert not {"metrics.refresh", "metrics.cli"} & imports, name
+
+
+def test_the_engine_sets_polars_allocator_up_before_polars_loads():
+    """Importing ``metrics`` gives Polars' jemalloc one arena (freed memory is reused rather than
+    fresh pages faulted in: a refresh ~10% faster with a lower peak), unless the environment
+    already says otherwise; it must come before Polars is imported, as jemalloc reads it once."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, metrics, polars; print(os.environ['_RJEM_MALLOC_CONF'])"
+    clean = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+    run = lambda env: subprocess.run([sys.executable, "-c", code], env=env, cwd=PROJECT, capture_output=True,  # noqa: E731
+                                     text=True, check=True).stdout.strip()
+    # (Polars puts its own decay settings first: later settings win.)
+    assert run(clean).endswith(",narenas:1")
+    kept = run({**clean, "_RJEM_MALLOC_CONF": "narenas:4"})
+    assert kept.endswith(",narenas:4") and "narenas:1" not in kept
+    # The bench's worker imports the engine before the store (which imports Polars).
+    worker = (PROJECT / "bench" / "worker.py").read_text()
+    assert worker.index("from metrics.refresh import refresh") < worker.index("import store")
