@@ -164,9 +164,10 @@ def check_file(source: SourceDefinition, path: Path) -> None:
     size = path.stat().st_size
     if size == 0:
         raise SourceError(source.id, "file is empty (0 bytes): expected a header row and data", file=path)
-    with path.open("rb") as handle:
-        head = handle.read(_SNIFF_BYTES)
-    if path.suffix.lower() == ".parquet":
+    parquet = path.suffix.lower() == ".parquet"
+    with path.open("rb") as handle:  # (a Parquet file's magic number and a glance at what it is instead)
+        head = handle.read(4096 if parquet else _SNIFF_BYTES)
+    if parquet:
         if head[:4] != b"PAR1":
             kind = "it looks like CSV text" if b"," in head[:4096] and b"\0" not in head[:4096] else "wrong format"
             raise SourceError(source.id, f"not a Parquet file ({kind}): rename it .csv or export it as Parquet",
