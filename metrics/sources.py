@@ -215,7 +215,7 @@ def _read_file(source: SourceDefinition, path: Path) -> pl.DataFrame:
         raise SourceError(source.id, f"missing column(s) {', '.join(missing)}; expected columns: "
                                      f"{', '.join(declared)}", file=path, column=missing[0])
     return frame.select(declared).with_columns(
-        pl.lit(path.name).alias(_FILE), pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(_ROW)
+        pl.lit(path.name, pl.Categorical).alias(_FILE), pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(_ROW)
     )
 
 
@@ -260,7 +260,8 @@ def _read_parquet_group(source: SourceDefinition, paths: list[Path], counts: lis
         return None
     which = np.repeat(np.arange(len(paths)), counts)
     starts = np.repeat(np.cumsum([0, *counts[:-1]]), counts)
-    added = [pl.Series(_FILE, [p.name for p in paths]).gather(which),
+    # Kept rows name their file by a categorical code (``validate_batch``), made here per file, not per row.
+    added = [pl.Series(_FILE, [p.name for p in paths], dtype=pl.Categorical).gather(which),
              pl.Series(_ROW, np.arange(1, frame.height + 1) - starts, dtype=pl.Int64)]
     # The added columns are cut into the same chunks as the read ones: with chunks that don't line
     # up, every later operation on the frame first copies it to align them.
@@ -327,7 +328,7 @@ def _parse(source: SourceDefinition, frame: pl.DataFrame, path: Path) -> tuple[p
         if failed.any():
             failures.append(
                 frame.filter(failed).select(
-                    pl.col(_FILE).alias("file"), pl.col(_ROW).alias("row_number"),
+                    pl.col(_FILE).cast(pl.String).alias("file"), pl.col(_ROW).alias("row_number"),
                     pl.lit(f"type_{spec.type}").alias("rule"), pl.lit(name).alias("column"),
                     raw_text.filter(failed).alias("value"),
                     pl.lit(f"expected {EXPECTED[spec.type]}").alias("message"),
@@ -566,7 +567,7 @@ def _quarantine_failures(source: SourceDefinition, frame: pl.DataFrame,
                                    .otherwise(pl.col("column")).alias("column"))
     # Gather only the failed rows (a join against the whole frame would copy every column of it).
     bad_rows = frame[per_row["index"]].select(
-        pl.col(_FILE).alias("file"), pl.col(_ROW).alias("row_number"), _row_json(frame).alias("row_json"))
+        pl.col(_FILE).cast(pl.String).alias("file"), pl.col(_ROW).alias("row_number"), _row_json(frame).alias("row_json"))
     quarantined = pl.concat([bad_rows, per_row.select("rule", "column", "value", "message")], how="horizontal")
     return per_row["index"], quarantined.select("file", "row_number", "rule", "column", "value", "message", "row_json")
 
@@ -690,10 +691,12 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
         rows_read += raw.height
         parsed, bad = _parse(source, raw, path)
         if bad is not None:
-            quarantine_parts.append(bad.join(parsed.select(_FILE, _ROW, _row_json(raw).alias("row_json")),
+            quarantine_parts.append(bad.join(parsed.select(pl.col(_FILE).cast(pl.String), _ROW,
+                                                           _row_json(raw).alias("row_json")),
                                              left_on=["file", "row_number"], right_on=[_FILE, _ROW], how="left"))
             # Rows whose values didn't parse are quarantined already; don't also report them as missing.
-            parsed = parsed.join(bad.select("file", "row_number").unique(), left_on=[_FILE, _ROW],
+            parsed = parsed.join(bad.select(pl.col("file").cast(pl.Categorical), "row_number").unique(),
+                                 left_on=[_FILE, _ROW],
                                  right_on=["file", "row_number"], how="anti")
         batch.append(parsed)
         if sum(part.height for part in batch) >= _VALIDATION_BATCH_ROWS:
@@ -718,7 +721,7 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
         validate_batch()
     if declared_only is not None and (suspect_parts or not failed_positions):
         suspects = (pl.concat(suspect_parts, how="vertical") if suspect_parts
-                    else declared_only.with_columns(pl.lit(None, pl.String).alias(_FILE),
+                    else declared_only.with_columns(pl.lit(None, pl.Categorical).alias(_FILE),
                                                     pl.lit(None, pl.Int64).alias(_ROW),
                                                     pl.lit(None, pl.Int64).alias(_POSITION)))
         suspect_parts.clear()
