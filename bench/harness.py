@@ -18,6 +18,10 @@ from pathlib import Path
 
 from bench import common as C
 
+# Every run starts from the environment the bench was started with: importing the engine (for the
+# demo data) sets its allocator option (metrics/__init__.py) in this process, which the baselines
+# must not inherit — each engine run sets it up itself.
+_STARTING_ENVIRONMENT = dict(os.environ)
 PROJECT = C.PROJECT
 VAR = PROJECT / "var" / "bench"
 HERE = Path(__file__).resolve().parent
@@ -70,7 +74,7 @@ def run_worker(kind: str, data_dir: Path, as_of: dt.date, out_dir: Path, definit
     load = os.getloadavg()[0]
     with open(out_dir / "stdout.txt", "w") as out, open(out_dir / "stderr.txt", "w") as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(args, cwd=PROJECT, stdout=out, stderr=err)
+        proc = subprocess.Popen(args, cwd=PROJECT, stdout=out, stderr=err, env=_STARTING_ENVIRONMENT)
         deadline = started + timeout
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -128,7 +132,8 @@ def machine() -> dict:
         except Exception:  # noqa: BLE001
             libs[name] = "not installed"
     return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": ram, "python": platform.python_version(),
-            "platform": platform.platform(), "libraries": libs, "load_start": os.getloadavg()}
+            "platform": platform.platform(), "libraries": libs, "load_start": os.getloadavg(),
+            "allocator": _STARTING_ENVIRONMENT.get("_RJEM_MALLOC_CONF")}
 
 
 def verify(engine_db: str, outputs: dict[str, str]) -> dict:

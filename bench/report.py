@@ -65,6 +65,11 @@ def write_report(results: dict, path: Path, chart: Path) -> None:
         "engineers' test suites were running): with a load above the core count, timings are noisy and "
         "slower than on an idle machine; the min of each set is the least disturbed run.",
         f"- Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["libraries"].items()),
+        "- Allocator: the engine gives Polars' jemalloc one arena (`_RJEM_MALLOC_CONF=narenas:1`, set by "
+        "`metrics/__init__.py`; fewer page faults, which are costly on this VM); every baseline runs with its "
+        "libraries' defaults"
+        + (f" (the bench was started with `_RJEM_MALLOC_CONF={m['allocator']}`, which every run inherits)"
+           if m.get("allocator") else "") + ".",
         "",
         "## What is compared",
         "",
