@@ -371,9 +371,11 @@ def build_schema(source: SourceDefinition, *, as_of: dt.date, known_lsoas: list[
     return pa.DataFrameSchema(columns, checks=frame_checks, name=source.id)
 
 
-def _suspects(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.Series | None:
+def _suspects(schema: pa.DataFrameSchema, frame: pl.DataFrame, failing: set | None = None) -> pl.Series | None:
     """The positions of the rows that may fail ``schema``: every row pandera would report, and
     perhaps a few more. None when that can't be worked out cheaply (then every row is validated).
+    ``failing`` gets what some row may fail: the name of each column whose checks (or missing
+    values) flagged a row, and ``("*", i)`` for the schema's i-th frame-wide check (``_narrowed``).
 
     pandera runs and collects each check on its own; here the same check functions are evaluated
     together in one Polars pass, with pandera's null handling (a null check result passes when the
@@ -381,6 +383,7 @@ def _suspects(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.Series | No
     check is row by row, so pandera on these rows alone reports exactly what it would on all of them."""
     lf = frame.lazy()
     outcomes: list[pl.LazyFrame] = []
+    labels: list = []  # what each outcome checks: a column's name, or ("*", i)
 
     def evaluated(check: pa.Check, key: str) -> pl.LazyFrame | None:
         """The check's pass/fail per row as pandera's Polars backend computes it; None if it can't
@@ -404,6 +407,7 @@ def _suspects(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.Series | No
             if frame.schema[name].is_float():
                 missing = missing | pl.col(name).is_nan()
             outcomes.append(lf.select(~missing))
+            labels.append(name)
         implied = {id(c) for c in _implied_checks(column.checks, frame.schema[name])}
         for check in column.checks:
             if id(check) in implied:
@@ -412,16 +416,33 @@ def _suspects(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.Series | No
             if outcome is None:
                 return None
             outcomes.append(outcome)
-    for check in schema.checks:
+            labels.append(name)
+    for i, check in enumerate(schema.checks):
         outcome = evaluated(check, "*")
         if outcome is None:
             return None
         outcomes.append(outcome)
+        labels.append(("*", i))
     if not outcomes:
         return pl.Series("index", [], dtype=pl.UInt32)
-    flags = pl.concat([o.select(pl.first().alias(f"_{i}")) for i, o in enumerate(outcomes)], how="horizontal")
-    return (flags.select((~pl.all_horizontal(pl.all())).arg_true().alias("index")).collect()
-            .to_series().cast(pl.UInt32))
+    # (Outcomes are bits: all of them for millions of rows are a few megabytes.)
+    flags = pl.concat([o.select(pl.first().alias(f"_{i}")) for i, o in enumerate(outcomes)],
+                      how="horizontal").collect()
+    if failing is not None:
+        failing.update(label for label, passed in zip(labels, flags.select(pl.all().all()).row(0), strict=True)
+                       if not passed)
+    return flags.select((~pl.all_horizontal(pl.all())).arg_true().alias("index")).to_series().cast(pl.UInt32)
+
+
+def _narrowed(schema: pa.DataFrameSchema, failing: set) -> pa.DataFrameSchema:
+    """``schema`` with only the checks some row may fail (``_suspects``' ``failing``): every check
+    of a column that flagged a row, and the frame-wide checks that did; other columns keep their
+    type only. pandera's cost is per check, rows or none, so the suspects of a clean source (or
+    of a few bad columns) are validated for a fraction of it, with the same failures reported."""
+    columns = {name: column if name in failing else pa.Column(column.dtype, nullable=True, checks=[])
+               for name, column in schema.columns.items()}
+    checks = [check for i, check in enumerate(schema.checks) if ("*", i) in failing]
+    return pa.DataFrameSchema(columns, checks=checks, name=schema.name)
 
 
 def _implied_checks(checks: list[pa.Check], dtype: pl.DataType) -> list[pa.Check]:
@@ -648,6 +669,7 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
     # once. Positions count the rows kept from the files read, in order.
     suspect_parts: list[pl.DataFrame] = []
     failed_positions: list[pl.Series] = []
+    failing: set = set()  # the checks some suspect may fail (``_suspects``): all pandera runs
     declared_only: pl.DataFrame | None = None  # an empty frame of the declared columns (types checked once)
     position = 0
 
@@ -660,7 +682,7 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
         data = parsed.drop(_FILE, _ROW)
         if declared_only is None:
             declared_only = data.clear()
-        suspects = _suspects(schema, data)
+        suspects = _suspects(schema, data, failing)
         if suspects is None:  # which rows may fail can't be told cheaply: pandera checks every row
             failures = _failures(schema, data)
             if failures is not None:
@@ -725,7 +747,7 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
                                                     pl.lit(None, pl.Int64).alias(_ROW),
                                                     pl.lit(None, pl.Int64).alias(_POSITION)))
         suspect_parts.clear()
-        failures = _failures(schema, suspects.drop(_FILE, _ROW, _POSITION))
+        failures = _failures(_narrowed(schema, failing), suspects.drop(_FILE, _ROW, _POSITION))
         if failures is not None:
             failed, quarantined = _quarantine_failures(source, suspects, failures)
             quarantine_parts.append(quarantined)

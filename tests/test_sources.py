@@ -197,3 +197,30 @@ def test_checks_every_lookup_value_passes_are_not_run_again_to_find_suspects():
     assert _suspects(schema, frame).to_list() == [1, 2]
     failures = _failures(schema, frame[[1, 2]]).sort("index", "rule")
     assert failures.select("index", "rule").rows() == [(0, "unknown_lsoa"), (1, "pattern"), (1, "unknown_lsoa")]
+
+
+def test_pandera_runs_only_the_checks_some_suspect_may_fail():
+    """pandera's cost is per check, so the suspects are validated against the checks that flagged
+    some row (all of a flagged column's, none of a clean one's): the same failures, fewer checks."""
+    import pandera.polars as pa
+    from polars.testing import assert_frame_equal
+
+    from metrics.sources import _failures, _narrowed, _suspects
+
+    schema = pa.DataFrameSchema({
+        "age": pa.Column(pl.Int64, nullable=False, checks=[pa.Check.ge(0, error="minimum: at least 0"),
+                                                           pa.Check.le(120, error="maximum: at most 120")]),
+        "sex": pa.Column(pl.String, checks=[pa.Check.isin(["F", "M"], error="allowed_values: F or M")]),
+        "ward": pa.Column(pl.String, checks=[pa.Check.str_matches("^W", error="pattern: starts W")]),
+    }, checks=[pa.Check(lambda data: data.lazyframe.select(pl.col("age") < 200), error="rule: age under 200")])
+    frame = pl.DataFrame({"age": [30, -1, 150, 40], "sex": ["F", "M", "X", "F"], "ward": ["W1", "W2", "W3", "W4"]})
+    failing: set = set()
+    suspects = _suspects(schema, frame, failing)
+    assert suspects.to_list() == [1, 2] and failing == {"age", "sex"}
+    narrowed = _narrowed(schema, failing)
+    assert [len(c.checks) for c in narrowed.columns.values()] == [2, 1, 0] and narrowed.checks == []
+    assert_frame_equal(_failures(narrowed, frame[suspects]), _failures(schema, frame[suspects]))
+    # A clean source's suspects (none) are still checked for their columns' types.
+    assert _failures(_narrowed(schema, set()), frame.clear()) is None
+    with pytest.raises(SourceError, match="age"):
+        _failures(_narrowed(schema, set()), frame.clear().with_columns(pl.col("age").cast(pl.String)))
