@@ -564,7 +564,7 @@ def _superseded(frame: pl.DataFrame, key: list[str], latest_by: str, failed: pl.
     candidates = _possible_duplicates(frame, key, failed)
     if candidates is None:
         return pl.Series("_index", [], dtype=pl.UInt32)
-    resubmitted = frame.with_row_index("_index").filter(candidates)
+    resubmitted = frame.select(list(dict.fromkeys([*key, latest_by]))).with_row_index("_index").filter(candidates)
     winners = (resubmitted.sort([latest_by, "_index"])
                .unique(subset=key, keep="last")
                .select("_index"))
