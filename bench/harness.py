@@ -49,8 +49,6 @@ def demo_data(scale: float, seed: int = SEED) -> Path:
     if marker.exists():
         return data
     say(f"generating demo data at scale {scale_name(scale)} (seed {seed}) into {data}")
-    import shutil
-
     from metrics.demo import generate_demo_data
 
     shutil.rmtree(root, ignore_errors=True)
