@@ -21,8 +21,9 @@ def main(argv: list[str]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     record: dict = {"kind": kind}
     if kind == "engine":
-        from metrics.refresh import refresh  # (first: metrics sets Polars' allocator up before Polars loads)
-        import store
+        # metrics first: it sets Polars' allocator up, which must happen before Polars loads.
+        from metrics.refresh import refresh  # isort: skip
+        import store  # isort: skip
 
         db = out_dir / "outcomes.db"
         for suffix in ("", "-wal", "-shm"):

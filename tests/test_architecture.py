@@ -56,8 +56,11 @@ def test_the_engine_sets_polars_allocator_up_before_polars_loads():
 
     code = "import os, metrics, polars; print(os.environ['_RJEM_MALLOC_CONF'])"
     clean = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
-    run = lambda env: subprocess.run([sys.executable, "-c", code], env=env, cwd=PROJECT, capture_output=True,  # noqa: E731
-                                     text=True, check=True).stdout.strip()
+
+    def run(env: dict) -> str:
+        return subprocess.run([sys.executable, "-c", code], env=env, cwd=PROJECT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+
     # (Polars puts its own decay settings first: later settings win.)
     assert run(clean).endswith(",narenas:1")
     kept = run({**clean, "_RJEM_MALLOC_CONF": "narenas:4"})
