@@ -20,7 +20,7 @@ from __future__ import annotations
 import codecs
 import datetime as dt
 import hashlib
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -371,17 +371,21 @@ def build_schema(source: SourceDefinition, *, as_of: dt.date, known_lsoas: list[
     return pa.DataFrameSchema(columns, checks=frame_checks, name=source.id)
 
 
-def _suspects(schema: pa.DataFrameSchema, frame: pl.DataFrame, failing: set | None = None) -> pl.Series | None:
+def _suspects(schema: pa.DataFrameSchema, frame: pl.DataFrame, failing: set | None = None,
+              implied: set[int] | None = None) -> pl.Series | None:
     """The positions of the rows that may fail ``schema``: every row pandera would report, and
     perhaps a few more. None when that can't be worked out cheaply (then every row is validated).
     ``failing`` gets what some row may fail: the name of each column whose checks (or missing
     values) flagged a row, and ``("*", i)`` for the schema's i-th frame-wide check (``_narrowed``).
+    ``implied``: ``_implied_in(schema, frame.schema)``, when worked out already (once per load).
 
     pandera runs and collects each check on its own; here the same check functions are evaluated
     together in one Polars pass, with pandera's null handling (a null check result passes when the
     check ignores nulls; a missing value fails a non-nullable column — NaN too, to be safe). Every
     check is row by row, so pandera on these rows alone reports exactly what it would on all of them."""
     lf = frame.lazy()
+    if implied is None:
+        implied = _implied_in(schema, frame.schema)
     outcomes: list[pl.LazyFrame] = []
     labels: list = []  # what each outcome checks: a column's name, or ("*", i)
 
@@ -408,7 +412,6 @@ def _suspects(schema: pa.DataFrameSchema, frame: pl.DataFrame, failing: set | No
                 missing = missing | pl.col(name).is_nan()
             outcomes.append(lf.select(~missing))
             labels.append(name)
-        implied = {id(c) for c in _implied_checks(column.checks, frame.schema[name])}
         for check in column.checks:
             if id(check) in implied:
                 continue
@@ -443,6 +446,12 @@ def _narrowed(schema: pa.DataFrameSchema, failing: set) -> pa.DataFrameSchema:
                for name, column in schema.columns.items()}
     checks = [check for i, check in enumerate(schema.checks) if ("*", i) in failing]
     return pa.DataFrameSchema(columns, checks=checks, name=schema.name)
+
+
+def _implied_in(schema: pa.DataFrameSchema, types: Mapping[str, pl.DataType]) -> set[int]:
+    """The ids of every column check ``_implied_checks`` finds, for columns of these types."""
+    return {id(check) for name, column in schema.columns.items() if name in types
+            for check in _implied_checks(column.checks, types[name])}
 
 
 def _implied_checks(checks: list[pa.Check], dtype: pl.DataType) -> list[pa.Check]:
@@ -670,19 +679,22 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
     suspect_parts: list[pl.DataFrame] = []
     failed_positions: list[pl.Series] = []
     failing: set = set()  # the checks some suspect may fail (``_suspects``): all pandera runs
+    implied: set[int] | None = None  # the checks a lookup makes redundant in ``_suspects``
     declared_only: pl.DataFrame | None = None  # an empty frame of the declared columns (types checked once)
     position = 0
 
     def validate_batch() -> None:
         # Batches of files: small enough to bound memory, large enough that a Polars pass over
         # them isn't dominated by per-call overhead for many small monthly files.
-        nonlocal declared_only, position
+        nonlocal declared_only, position, implied
         parsed = pl.concat(batch, how="vertical") if len(batch) > 1 else batch[0]
         batch.clear()
         data = parsed.drop(_FILE, _ROW)
         if declared_only is None:
             declared_only = data.clear()
-        suspects = _suspects(schema, data, failing)
+        if implied is None:  # (checking a lookup's every value: once, not per batch)
+            implied = _implied_in(schema, data.schema)
+        suspects = _suspects(schema, data, failing, implied=implied)
         if suspects is None:  # which rows may fail can't be told cheaply: pandera checks every row
             failures = _failures(schema, data)
             if failures is not None:
