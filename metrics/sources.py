@@ -260,7 +260,7 @@ def _read_parquet_group(source: SourceDefinition, paths: list[Path], counts: lis
         return None
     which = np.repeat(np.arange(len(paths)), counts)
     starts = np.repeat(np.cumsum([0, *counts[:-1]]), counts)
-    # Kept rows name their file by a categorical code (``validate_batch``), made here per file, not per row.
+    # Rows name their file by a categorical code (as ``_read_file``), made per file, not per row.
     added = [pl.Series(_FILE, [p.name for p in paths], dtype=pl.Categorical).gather(which),
              pl.Series(_ROW, np.arange(1, frame.height + 1) - starts, dtype=pl.Int64)]
     # The added columns are cut into the same chunks as the read ones: with chunks that don't line
@@ -706,9 +706,9 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
         del data
         parsed = _derive(source, parsed)
         parsed = parsed.select(keep) if keep is not None else parsed
-        # Kept rows name their file by a 4-byte code, not a 16-byte string view (a fifth of a
-        # contact's kept bytes): memory that grows with the extract.
-        parsed = parsed.with_columns(pl.col(_FILE).cast(pl.Categorical), pl.col(_ROW).cast(pl.UInt32))
+        # Kept rows name their file by a 4-byte categorical code (made as the files are read), not
+        # a 16-byte string view, and number rows in 4 bytes: memory that grows with the extract.
+        parsed = parsed.with_columns(pl.col(_ROW).cast(pl.UInt32))
         valid_parts.append(parsed)
         position += parsed.height
 
