@@ -65,6 +65,13 @@ def test_the_engine_sets_polars_allocator_up_before_polars_loads():
     assert run(clean).endswith(",narenas:1")
     kept = run({**clean, "_RJEM_MALLOC_CONF": "narenas:4"})
     assert kept.endswith(",narenas:4") and "narenas:1" not in kept
+    # BLAS likewise gets one thread (the engine parallelises its own work), unless told otherwise.
+    blas = "import os, metrics, numpy; print(os.environ['OPENBLAS_NUM_THREADS'])"
+    clean_blas = {k: v for k, v in clean.items() if k != "OPENBLAS_NUM_THREADS"}
+    assert subprocess.run([sys.executable, "-c", blas], env=clean_blas, cwd=PROJECT, capture_output=True,
+                          text=True, check=True).stdout.strip() == "1"
+    assert subprocess.run([sys.executable, "-c", blas], env={**clean_blas, "OPENBLAS_NUM_THREADS": "2"},
+                          cwd=PROJECT, capture_output=True, text=True, check=True).stdout.strip() == "2"
     # The bench's worker imports the engine before the store (which imports Polars).
     worker = (PROJECT / "bench" / "worker.py").read_text()
     assert worker.index("from metrics.refresh import refresh") < worker.index("import store")
