@@ -32,6 +32,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -552,26 +553,38 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
                            .select("metric_id", "period_type", "period_start", "period_end").unique())
         needed = (["spc"] if reused_metrics else []) + (["inequalities"] if reused_metrics or carried_periods.height else [])
         earlier = {name: store.read_frame(engine, name, decision.previous_id) for name in needed}
-    judgements = judge(combined, catalogue, benchmarks=benchmarks, earlier=earlier, unchanged=reused_metrics,
-                       unchanged_periods=carried_periods)
-    frames = {**judgements, "benchmarks": benchmarks}
-    timings["judge"] = round(time.perf_counter() - tick, 3)
 
-    tick = time.perf_counter()
+    def judged() -> dict[str, pl.DataFrame]:
+        judgements = judge(combined, catalogue, benchmarks=benchmarks, earlier=earlier, unchanged=reused_metrics,
+                           unchanged_periods=carried_periods)
+        timings["judge"] = round(time.perf_counter() - tick, 3)
+        return {**judgements, "benchmarks": benchmarks}
+
+    # The values are final: the store writes them (and the quarantined rows) while they are judged
+    # on another thread; the judgements go into the same transaction when they are ready. SQLite
+    # writes on one core, the judge's simulations and Polars mostly on the other.
+    judging = ThreadPoolExecutor(1, thread_name_prefix="judge")
+    judgements = judging.submit(judged)
     quarantine += [src.quarantine for src in [geography, *populations.values()] if src is not None]
     used = {m for m in plan.metric_ids() if m not in carried + reused_metrics or previous is not None}
     definitions = [definition_record(catalogue.metrics[m], definitions_dir) for m in sorted(used)]
     versions = {m: {"version": catalogue.metrics[m].version, "content_hash": catalogue.metrics[m].content_hash}
                 for m in sorted(used)}
     quarantine_frame = pl.concat(quarantine, how="vertical_relaxed") if quarantine else None
-    checkpoint()
-    if lease is not None:
-        lease.check()  # renewed just now: nobody else can have started refreshing
-    counts = store.publish_run(engine, run_id, values=combined, definitions=definitions, quarantine=quarantine_frame,
-                               sources=sources, timings=timings, definition_versions=versions, frames=frames,
-                               quarantine_from=(decision.previous_id, quarantine_carried) if quarantine_carried else None,
-                               values_from=(previous, carried + reused_metrics) if previous is not None else None)
-    timings["write"] = round(time.perf_counter() - tick, 3)
+    write_tick = time.perf_counter()
+    try:
+        checkpoint()
+        if lease is not None:
+            lease.check()  # renewed just now: nobody else can have started refreshing
+        counts = store.publish_run(engine, run_id, values=combined, definitions=definitions,
+                                   quarantine=quarantine_frame, sources=sources, timings=timings,
+                                   definition_versions=versions, frames=judgements.result,
+                                   quarantine_from=(decision.previous_id, quarantine_carried) if quarantine_carried else None,
+                                   values_from=(previous, carried + reused_metrics) if previous is not None else None)
+    finally:
+        judging.shutdown(cancel_futures=True)
+    # (Overlaps the judge: the two stages' times add up to more than they took together.)
+    timings["write"] = round(time.perf_counter() - write_tick, 3)
     for writer in cache_writers:  # before the lease goes: the next refresh may read what they write
         writer.join()
     quarantined = counts["quarantined"]

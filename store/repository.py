@@ -12,7 +12,7 @@ import io
 import json
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import polars as pl
@@ -93,12 +93,15 @@ def start_run(engine: Engine, *, trigger: str = "cli", data_dir: str = "", code_
 def publish_run(engine: Engine, run_id: int, *, values: pl.DataFrame, definitions: list[dict[str, Any]],
                 quarantine: pl.DataFrame | None = None, sources: dict | None = None,
                 timings: dict | None = None, definition_versions: dict | None = None,
-                frames: dict[str, pl.DataFrame] | None = None,
+                frames: dict[str, pl.DataFrame] | Callable[[], dict[str, pl.DataFrame]] | None = None,
                 quarantine_from: tuple[int, Sequence[str]] | None = None,
                 values_from: tuple[int, Sequence[str]] | None = None) -> dict[str, int]:
     """Write a run's values, definitions, quarantine and named result ``frames`` and mark it
     published — all or nothing. Returns how many values and quarantined rows the run has.
 
+    ``frames`` may be a function returning them: it is called once the values and quarantined rows
+    are written (still inside the transaction), so a caller can work them out meanwhile; if it
+    raises, nothing is published. ``timings`` is read after it returns.
     ``values`` has ``VALUE_SCHEMA`` columns plus ``computed_run_id`` (defaults to this run).
     Rows go in with COPY on PostgreSQL and a prepared executemany on SQLite, in the same transaction as
     the status flip: a crash or kill anywhere before the commit leaves nothing of the run visible.
@@ -132,6 +135,8 @@ def publish_run(engine: Engine, run_id: int, *, values: pl.DataFrame, definition
             quarantined += _share_quarantine(conn, quarantine_from[0], list(quarantine_from[1]), run_id)
         if definitions:
             conn.execute(insert(MetricDefinitionRecord), [{**d, "run_id": run_id} for d in definitions])
+        if callable(frames):
+            frames = frames()
         for name, frame in {**(frames or {}), **({_VALUES_FRAME: values} if _VALUES_FRAME else {})}.items():
             conn.execute(insert(RunFrame).values(run_id=run_id, name=name, row_count=frame.height,
                                                  columns_json=json.dumps(frame.columns),

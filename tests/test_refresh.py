@@ -59,14 +59,16 @@ def test_a_broken_source_is_carried_forward_and_others_refresh(published, engine
     assert after.filter(~spells_metrics)["computed_run_id"].unique().to_list() == [result.run_id]
 
 
-def test_a_failure_leaves_the_previous_run_published(published, engine, handbuilt_dir, monkeypatch):
+@pytest.mark.parametrize("stage", ["compute_source", "judge"])
+def test_a_failure_leaves_the_previous_run_published(published, engine, handbuilt_dir, monkeypatch, stage):
+    """Also when the judge fails: it runs while the store is already writing the run's values."""
     before = store.read_values(engine)
     import metrics.refresh as refresh_module
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(refresh_module, "compute_source", broken)
+    monkeypatch.setattr(refresh_module, stage, broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
         refresh(handbuilt_dir, definitions_dir=DEFINITIONS, engine=engine, as_of=AS_OF)
     runs = store.list_runs(engine)

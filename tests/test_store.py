@@ -320,6 +320,40 @@ def test_a_publish_that_fails_part_way_leaves_nothing(engine, monkeypatch):
             assert conn.execute(sa.select(sa.func.count()).where(model.run_id == run_id)).scalar() == 0
 
 
+def test_frames_worked_out_while_values_are_written_go_into_the_same_transaction(engine):
+    """``frames`` given as a function is called once the values and quarantined rows are written,
+    inside the transaction (the refresh judges while the store writes): what it returns is
+    published with them, and timings it records by then are stored; if it raises, nothing is."""
+    previous = _publish(engine, _values(10))
+    timings: dict = {}
+    seen: list[int] = []
+
+    def frames():
+        with engine.connect() as conn:  # another connection: the run's rows are not visible yet
+            seen.append(conn.execute(sa.select(sa.func.count()).where(store.MetricValue.run_id == run_id)).scalar())
+        timings["judge"] = 0.25
+        return {"spc": pl.DataFrame({"metric_id": ["m0"], "point_type": ["common_cause"]})}
+
+    run_id = store.start_run(engine)
+    store.publish_run(engine, run_id, values=_values(30), definitions=[], frames=frames, timings=timings)
+    assert seen == [0]
+    assert store.latest_run_id(engine) == run_id
+    assert store.read_frame(engine, "spc", run_id).to_dicts() == [{"metric_id": "m0", "point_type": "common_cause"}]
+    assert store.read_run(engine, run_id)["timings"] == {"judge": 0.25}
+
+    def failing():
+        raise RuntimeError("the judge failed")
+
+    failed = store.start_run(engine)
+    with pytest.raises(RuntimeError, match="the judge failed"):
+        store.publish_run(engine, failed, values=_values(30), definitions=[_definition("m0")], frames=failing,
+                          quarantine=_quarantine(5))
+    assert store.latest_run_id(engine) == run_id != previous
+    with engine.connect() as conn:
+        for model in (store.MetricValue, store.QuarantinedRow, store.MetricDefinitionRecord, store.RunFrame):
+            assert conn.execute(sa.select(sa.func.count()).where(model.run_id == failed)).scalar() == 0
+
+
 def test_readers_always_see_one_complete_run_while_runs_publish(engine):
     """Readers hammer read_values while runs of different sizes publish: each read is one whole run."""
     _publish(engine, _values(500, seed=0))
