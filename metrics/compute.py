@@ -43,10 +43,15 @@ LSOA = "_lsoa"
 BREAKDOWN_COLUMN = {"neighbourhood": "neighbourhood", "imd_quintile": "imd_quintile", "sex": "sex_group",
                     "ethnicity": "ethnic_group"}
 UNKNOWN = "Unknown"
-# Queries over aggregated cells (thousands of rows, not millions) run on the in-memory engine: for
-# them the streaming engine's start-up costs more than the work (inpatient spells' 4 metrics took
-# 0.27 s to compute with it, 0.15 s without). Scans of a source's rows keep Polars' choice.
-SMALL = "in-memory"
+# Queries over aggregated cells run on Polars' in-memory engine while the cells are few: there the
+# streaming engine's start-up costs more than the work (inpatient spells' 4 metrics at scale 0.1,
+# 27k cells: 0.21 s to compute with it, 0.14 s without). With many cells (1.7M at scale 10) the
+# streaming engine is the faster (2.3 s against 3.2 s), so above this it is Polars' choice.
+SMALL_CELLS = 500_000
+
+
+def _engine_for(cells: int) -> str:
+    return "in-memory" if cells < SMALL_CELLS else "auto"
 
 
 # --- preparing the frame -------------------------------------------------------------------------
@@ -437,7 +442,8 @@ def _population_cells(population: pl.DataFrame, pop_source: SourceDefinition, st
     cell = [k for k in keys if k in codes]
     return (lf.group_by(["year", LSOA, *_coded(codes, cell)]).agg(pl.col("population").sum())
             .with_columns(_labelled(codes, cell)).join(lookup, on=LSOA, how="inner")
-            .group_by(["year", *keys]).agg(pl.col("population").sum().cast(pl.Float64)).collect(engine=SMALL))
+            .group_by(["year", *keys]).agg(pl.col("population").sum().cast(pl.Float64))
+            .collect(engine=_engine_for(population.height)))
 
 
 def _population_years(periods: pl.LazyFrame, first_year: int, last_year: int) -> pl.LazyFrame:
@@ -604,7 +610,9 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
         scans += [sorted_people(qualifying[step.metric_id]),
                   lf.select(pl.concat([date.min(), date.max()]).dt.truncate("1mo").alias("month"))]
     scanned = pl.collect_all(scans)
+    most_cells = 0  # the most cells any slice is summed from (which engine suits them)
     if additive:
+        most_cells = scanned[0].height
         finest = scanned[0].with_columns(
             *_labelled(codes, all_keys), *([] if snapshot else [_month_date(pl.col("month")).alias("month")]))
         if not snapshot:
@@ -639,11 +647,13 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
         del people
         fixed, rolling = _distinct_partials(person_months, step, keys, first_month, last_month)
         del person_months
-        fixed = (fixed.with_columns(_labelled(codes, keys)).join(lookup, on=LSOA, how="inner").collect(engine=SMALL).lazy()
+        fixed = (fixed.with_columns(_labelled(codes, keys)).join(lookup, on=LSOA, how="inner").collect()
                  if fixed is not None else None)
-        rolling = [(grain, deltas.with_columns(_labelled(codes, keys)).join(lookup, on=LSOA, how="inner")
-                        .collect(engine=SMALL).lazy())
+        rolling = [(grain, deltas.with_columns(_labelled(codes, keys)).join(lookup, on=LSOA, how="inner").collect())
                    for grain, deltas in rolling]
+        most_cells = max([most_cells, *(cells.height for cells in [fixed, *dict(rolling).values()] if cells is not None)])
+        fixed = fixed.lazy() if fixed is not None else None
+        rolling = [(grain, deltas.lazy()) for grain, deltas in rolling]
         for slice_keys, serves in _slices(step):
             parts = [] if fixed is None else [
                 fixed.group_by([*PERIOD, *slice_keys]).agg(pl.col("numerator").sum())]
@@ -655,10 +665,10 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
                 pl.lit(None, pl.Float64).alias("sum_squares"), pl.lit(None, pl.Float64).alias("denominator"))
             finish(cells, step, slice_keys, serves)
     # Slices are small; materialising them stops each breakdown's branch re-running the plan.
-    cells = pl.collect_all([lf for lf, _, _ in slices], engine=SMALL)
+    cells = pl.collect_all([lf for lf, _, _ in slices], engine=_engine_for(most_cells))
     outputs = [_statistics(_breakdowns(c.lazy(), step, serves), step)
                for c, (_, step, serves) in zip(cells, slices, strict=True)]
-    frames = pl.collect_all(outputs, engine=SMALL)
+    frames = pl.collect_all(outputs, engine=_engine_for(max((c.height for c in cells), default=0)))
     values = pl.concat([f.select(OUTPUT_COLUMNS) for f in frames], how="vertical_relaxed")
     if only is not None:
         values = values.join(only.select("metric_id", *PERIOD).unique(), on=["metric_id", *PERIOD], how="semi")

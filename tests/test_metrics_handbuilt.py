@@ -11,6 +11,7 @@ import math
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 from scipy import stats as sp
 
 import store
@@ -245,3 +246,40 @@ def test_people_are_counted_on_the_ids_when_a_date_cannot_be_packed(handbuilt_di
     assert on_ids.equals(packed)
     assert packed.filter(pl.col("breakdown") == "overall", pl.col("period_type") == "financial_quarter",
                          pl.col("place") == "Dudley")["numerator"].to_list() == [3]
+
+
+def test_the_engine_polars_runs_small_queries_on_does_not_change_a_number(handbuilt_dir, monkeypatch):
+    """Queries over few aggregated cells run on Polars' in-memory engine, over many on Polars' own
+    choice (``compute.SMALL_CELLS``): only the speed may differ, for every metric on every source."""
+    from conftest import AS_OF, DEFINITIONS
+
+    from metrics import compute
+    from metrics.definitions import load_catalogue
+    from metrics.plan import build_plan
+    from metrics.sources import load_source
+
+    catalogue = load_catalogue(DEFINITIONS)
+    geography = load_source(catalogue.sources["geography"], handbuilt_dir, as_of=AS_OF)
+    lsoas = geography.frame["lsoa_code"].to_list()
+    population = load_source(catalogue.sources["population"], handbuilt_dir, as_of=AS_OF, known_lsoas=lsoas)
+    engines: list[str] = []
+    real_engine_for = compute._engine_for
+    monkeypatch.setattr(compute, "_engine_for", lambda cells: engines.append(real_engine_for(cells)) or engines[-1])
+
+    def every_value() -> pl.DataFrame:
+        parts = []
+        for plan in build_plan(catalogue, None).sources:
+            loaded = load_source(catalogue.sources[plan.source_id], handbuilt_dir, as_of=AS_OF, known_lsoas=lsoas,
+                                 columns=plan.columns)
+            parts.append(compute.compute_source(plan, loaded.frame, catalogue, geography=geography.frame,
+                                                populations={"population": population.frame}))
+        return pl.concat(parts, how="vertical_relaxed").sort(compute.OUTPUT_COLUMNS[:8])
+
+    in_memory = every_value()
+    assert set(engines) == {"in-memory"}
+    engines.clear()
+    monkeypatch.setattr(compute, "SMALL_CELLS", 0)
+    polars_choice = every_value()
+    assert set(engines) == {"auto"}
+    assert in_memory.height > 100
+    assert_frame_equal(polars_choice, in_memory)
