@@ -612,18 +612,25 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
     scanned = pl.collect_all(scans)
     most_cells = 0  # the most cells any slice is summed from (which engine suits them)
     if additive:
-        most_cells = scanned[0].height
         finest = scanned[0].with_columns(
             *_labelled(codes, all_keys), *([] if snapshot else [_month_date(pl.col("month")).alias("month")]))
         if not snapshot:
             months = spans.get(additive[0].date_column, finest["month"])
             first_month, last_month = _coverage(source, months, [g for s in additive for g in s.grains])
+        # Each slice's keys are summed from the finest cells once for every metric of the source
+        # (metrics on one source mostly share their breakdowns), not once per metric.
+        wanted = list(dict.fromkeys(tuple(keys) for step in additive for keys, _ in _slices(step)))
+        summed = pl.collect_all([finest.lazy().group_by([*time_keys, *keys]).agg(pl.col("^\\d+__.*$").sum())
+                                 for keys in wanted], engine=_engine_for(finest.height))
+        by_slice = dict(zip(wanted, summed, strict=True))
+        del finest, summed
+        most_cells = max(sums.height for sums in by_slice.values())
         for i, step in enumerate(additive):
             mine = {f"{i}__num": "numerator", f"{i}__den": "denominator", f"{i}__sq": "sum_squares"}
-            present = {k: v for k, v in mine.items() if k in finest.columns}
-            sums = [pl.col(k).sum().alias(v) for k, v in present.items()]
             for keys, serves in _slices(step):
-                base = finest.lazy().group_by([*time_keys, *keys]).agg(sums)
+                sums = by_slice[tuple(keys)]
+                present = {k: v for k, v in mine.items() if k in sums.columns}
+                base = sums.lazy().select(*time_keys, *keys, *[pl.col(k).alias(v) for k, v in present.items()])
                 if "sum_squares" not in present.values():
                     base = base.with_columns(pl.lit(None, pl.Float64).alias("sum_squares"))
                 if snapshot:
