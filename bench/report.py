@@ -126,8 +126,8 @@ def write_report(results: dict, path: Path, chart: Path) -> None:
             lines.append(f"| {LABEL[kind]} | {_fmt(t)} | {_fmt(s[kind]['peak_rss_mb'], 'MB', 0)} | {ratio} | {ratio_lc} |")
         if eng:
             lines += ["", "Engine stages (`RefreshResult.timings`; the judge runs while the store writes the "
-                      "values, so *write* is from the start of writing to the commit, judge included, and the "
-                      "stages add up to more than the total):", "",
+                      "values, so *write* includes waiting for the judge to finish and the stages can add up to "
+                      "more than the total):", "",
                       "| stage | time |", "|---|---|"]
             for stage in ("load_validate", "compute", "judge", "write", "total", "load_compute"):
                 lines.append(f"| {stage.replace('_', ' ')} | {_fmt(eng.get(stage))} |")

@@ -51,6 +51,7 @@ SMALL_CELLS = 500_000
 
 
 def _engine_for(cells: int) -> str:
+    """The engine for queries over ``cells`` rows (cells, or a small source's rows: a population)."""
     return "in-memory" if cells < SMALL_CELLS else "auto"
 
 
@@ -623,7 +624,7 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
         summed = pl.collect_all([finest.lazy().group_by([*time_keys, *keys]).agg(pl.col("^\\d+__.*$").sum())
                                  for keys in wanted], engine=_engine_for(finest.height))
         by_slice = dict(zip(wanted, summed, strict=True))
-        del finest, summed
+        del finest, summed  # (each metric's slices hold the sums they need)
         most_cells = max(sums.height for sums in by_slice.values())
         for i, step in enumerate(additive):
             mine = {f"{i}__num": "numerator", f"{i}__den": "denominator", f"{i}__sq": "sum_squares"}
@@ -640,6 +641,7 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
                                                     first_month, last_month) for g in step.grains],
                                       how="diagonal_relaxed")
                 finish(cells, step, keys, serves)
+        del by_slice
     rows_of = dict(zip((s.metric_id for s in distinct), scanned[1::2], strict=True))
     months_of = dict(zip((s.metric_id for s in distinct), scanned[2::2], strict=True))
     del scanned  # each step's rows are let go as soon as they are reduced to person-months
@@ -675,6 +677,7 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
     cells = pl.collect_all([lf for lf, _, _ in slices], engine=_engine_for(most_cells))
     outputs = [_statistics(_breakdowns(c.lazy(), step, serves), step)
                for c, (_, step, serves) in zip(cells, slices, strict=True)]
+    del slices  # (and the cells they were summed from)
     frames = pl.collect_all(outputs, engine=_engine_for(max((c.height for c in cells), default=0)))
     values = pl.concat([f.select(OUTPUT_COLUMNS) for f in frames], how="vertical_relaxed")
     if only is not None:

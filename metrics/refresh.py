@@ -563,27 +563,30 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
     # The values are final: the store writes them (and the quarantined rows) while they are judged
     # on another thread; the judgements go into the same transaction when they are ready. SQLite
     # writes on one core, the judge's simulations and Polars mostly on the other.
-    judging = ThreadPoolExecutor(1, thread_name_prefix="judge")
-    judgements = judging.submit(judged)
-    quarantine += [src.quarantine for src in [geography, *populations.values()] if src is not None]
-    used = {m for m in plan.metric_ids() if m not in carried + reused_metrics or previous is not None}
-    definitions = [definition_record(catalogue.metrics[m], definitions_dir) for m in sorted(used)]
-    versions = {m: {"version": catalogue.metrics[m].version, "content_hash": catalogue.metrics[m].content_hash}
-                for m in sorted(used)}
-    quarantine_frame = pl.concat(quarantine, how="vertical_relaxed") if quarantine else None
-    write_tick = time.perf_counter()
-    try:
+    with ThreadPoolExecutor(1, thread_name_prefix="judge") as judging:  # (leaving waits for the judge)
+        judgements = judging.submit(judged)
+
+        def judged_then_checkpoint() -> dict[str, pl.DataFrame]:
+            frames = judgements.result()
+            checkpoint()  # a stop asked for while judging: raising here rolls the transaction back
+            return frames
+
+        quarantine += [src.quarantine for src in [geography, *populations.values()] if src is not None]
+        used = {m for m in plan.metric_ids() if m not in carried + reused_metrics or previous is not None}
+        definitions = [definition_record(catalogue.metrics[m], definitions_dir) for m in sorted(used)]
+        versions = {m: {"version": catalogue.metrics[m].version, "content_hash": catalogue.metrics[m].content_hash}
+                    for m in sorted(used)}
+        quarantine_frame = pl.concat(quarantine, how="vertical_relaxed") if quarantine else None
+        write_tick = time.perf_counter()
         checkpoint()
         if lease is not None:
             lease.check()  # renewed just now: nobody else can have started refreshing
         counts = store.publish_run(engine, run_id, values=combined, definitions=definitions,
                                    quarantine=quarantine_frame, sources=sources, timings=timings,
-                                   definition_versions=versions, frames=judgements.result,
+                                   definition_versions=versions, frames=judged_then_checkpoint,
                                    quarantine_from=(decision.previous_id, quarantine_carried) if quarantine_carried else None,
                                    values_from=(previous, carried + reused_metrics) if previous is not None else None)
-    finally:
-        judging.shutdown(cancel_futures=True)
-    # (Overlaps the judge: the two stages' times add up to more than they took together.)
+    # (Includes waiting for the judge to finish: the two stages overlap.)
     timings["write"] = round(time.perf_counter() - write_tick, 3)
     for writer in cache_writers:  # before the lease goes: the next refresh may read what they write
         writer.join()

@@ -101,7 +101,8 @@ def publish_run(engine: Engine, run_id: int, *, values: pl.DataFrame, definition
 
     ``frames`` may be a function returning them: it is called once the values and quarantined rows
     are written (still inside the transaction), so a caller can work them out meanwhile; if it
-    raises, nothing is published. ``timings`` is read after it returns.
+    raises, nothing is published. ``timings`` is read after it returns. The transaction (and on
+    SQLite the write lock) stays open while it runs: other writers wait, readers don't.
     ``values`` has ``VALUE_SCHEMA`` columns plus ``computed_run_id`` (defaults to this run).
     Rows go in with COPY on PostgreSQL and a prepared executemany on SQLite, in the same transaction as
     the status flip: a crash or kill anywhere before the commit leaves nothing of the run visible.

@@ -76,6 +76,40 @@ def test_a_failure_leaves_the_previous_run_published(published, engine, handbuil
     assert "disk on fire" in runs["error"][0]
     assert store.latest_run_id(engine) == published.run_id
     assert store.read_values(engine).equals(before)
+    _nothing_written_for(engine, runs["run_id"][0])
+
+
+def _nothing_written_for(engine, run_id: int) -> None:
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        for model in (store.MetricValue, store.QuarantinedRow, store.MetricDefinitionRecord, store.RunFrame):
+            assert conn.execute(sa.select(sa.func.count()).where(model.run_id == run_id)).scalar() == 0, model
+
+
+def test_a_stop_asked_for_while_judging_rolls_the_publish_back(published, engine, handbuilt_dir, monkeypatch):
+    """The judge runs while the store writes the values: a stop that comes meanwhile (the service's
+    second SIGTERM) must still roll the publish back, as a stop before publishing always has."""
+    import threading
+
+    import metrics.refresh as refresh_module
+    from metrics.refresh import RefreshCancelled
+
+    cancel = threading.Event()
+    real_judge = refresh_module.judge
+
+    def judge_then_stop(*args, **kwargs):
+        result = real_judge(*args, **kwargs)
+        cancel.set()
+        return result
+
+    monkeypatch.setattr(refresh_module, "judge", judge_then_stop)
+    with pytest.raises(RefreshCancelled):
+        refresh(handbuilt_dir, definitions_dir=DEFINITIONS, engine=engine, as_of=AS_OF, cancel=cancel)
+    runs = store.list_runs(engine)
+    assert runs["status"].to_list() == ["failed", "published"]
+    assert store.latest_run_id(engine) == published.run_id
+    _nothing_written_for(engine, runs["run_id"][0])
 
 
 def test_a_missing_geography_fails_the_run(published, engine, handbuilt_dir):

@@ -320,23 +320,42 @@ def test_a_publish_that_fails_part_way_leaves_nothing(engine, monkeypatch):
             assert conn.execute(sa.select(sa.func.count()).where(model.run_id == run_id)).scalar() == 0
 
 
-def test_frames_worked_out_while_values_are_written_go_into_the_same_transaction(engine):
+def test_frames_worked_out_while_values_are_written_go_into_the_same_transaction(engine, monkeypatch):
     """``frames`` given as a function is called once the values and quarantined rows are written,
     inside the transaction (the refresh judges while the store writes): what it returns is
     published with them, and timings it records by then are stored; if it raises, nothing is."""
     previous = _publish(engine, _values(10))
     timings: dict = {}
     seen: list[int] = []
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):
+        statements.append(statement.split("(")[0].strip())
+
+    real_bulk_insert = repository._bulk_insert  # (COPY on PostgreSQL goes round the event)
+    monkeypatch.setattr(repository, "_bulk_insert", lambda conn, model, frame: statements.append(
+        f"bulk {model.__tablename__}") or real_bulk_insert(conn, model, frame))
 
     def frames():
+        statements.append("frames()")
         with engine.connect() as conn:  # another connection: the run's rows are not visible yet
             seen.append(conn.execute(sa.select(sa.func.count()).where(store.MetricValue.run_id == run_id)).scalar())
         timings["judge"] = 0.25
         return {"spc": pl.DataFrame({"metric_id": ["m0"], "point_type": ["common_cause"]})}
 
     run_id = store.start_run(engine)
-    store.publish_run(engine, run_id, values=_values(30), definitions=[], frames=frames, timings=timings)
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        store.publish_run(engine, run_id, values=_values(30), definitions=[], frames=frames, timings=timings,
+                          quarantine=_quarantine(3))
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
     assert seen == [0]
+    # The values and quarantined rows went in before frames() was called, the frames after it.
+    called = statements.index("frames()")
+    values_at = [i for i, s in enumerate(statements) if s in ("bulk metric_value", "bulk quarantined_row")]
+    frames_at = [i for i, s in enumerate(statements) if s.upper().startswith("INSERT INTO") and "run_frame" in s]
+    assert values_at and frames_at and max(values_at) < called < min(frames_at), statements
     assert store.latest_run_id(engine) == run_id
     assert store.read_frame(engine, "spc", run_id).to_dicts() == [{"metric_id": "m0", "point_type": "common_cause"}]
     assert store.read_run(engine, run_id)["timings"] == {"judge": 0.25}
