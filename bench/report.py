@@ -125,9 +125,10 @@ def write_report(results: dict, path: Path, chart: Path) -> None:
             ratio_lc = (f"{t['median'] / eng_lc:.2f}×" if t and eng_lc and kind != "engine" else "")
             lines.append(f"| {LABEL[kind]} | {_fmt(t)} | {_fmt(s[kind]['peak_rss_mb'], 'MB', 0)} | {ratio} | {ratio_lc} |")
         if eng:
-            lines += ["", "Engine stages (`RefreshResult.timings`; the judge runs while the store writes the "
-                      "values, so *write* includes waiting for the judge to finish and the stages can add up to "
-                      "more than the total):", "",
+            lines += ["", "Engine stages (`RefreshResult.timings`; each source's SIIs are simulated while the "
+                      "next source loads, and the rest of the judge runs while the store writes the values, so "
+                      "*judge* counts from the last source's values (waiting for its SIIs), *write* includes "
+                      "waiting for the judge to finish, and the stages can add up to more than the total):", "",
                       "| stage | time |", "|---|---|"]
             for stage in ("load_validate", "compute", "judge", "write", "total", "load_compute"):
                 lines.append(f"| {stage.replace('_', ' ')} | {_fmt(eng.get(stage))} |")

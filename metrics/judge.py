@@ -25,7 +25,7 @@ from metrics.definitions import Catalogue, MetricDefinition
 from metrics.spc import xmr
 from metrics.stats import sii
 
-__all__ = ["judge", "spc_period_type", "compare_with_benchmark", "Judgements", "COMPARISONS"]
+__all__ = ["judge", "inequality_indices", "spc_period_type", "compare_with_benchmark", "Judgements", "COMPARISONS"]
 
 SERIES = ["metric_id", "place", "period_type", "breakdown", "group"]
 PERIOD_KEYS = ["metric_id", "period_type", "period_start", "period_end"]
@@ -176,13 +176,18 @@ def _value_type_for_sii(metric: MetricDefinition) -> tuple[str, float]:
     return "other", 1.0
 
 
-def _inequalities(values: pl.DataFrame, catalogue: Catalogue, metrics: pl.DataFrame,
-                  earlier: pl.DataFrame | None = None) -> pl.DataFrame:
+SII_COLUMNS = ["sii", "sii_lower_95", "sii_upper_95", "rii", "rii_lower_95", "rii_upper_95"]
+GAP_KEYS = ["metric_id", "place", "period_type", "period_start", "period_end"]
+
+
+def _quintile_gaps(values: pl.DataFrame, metrics: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """The quintile rows of the SPC period type, and per place and period with all five quintiles'
+    values the gap between the most and least deprived; None when there are none."""
     quintiles = (values.filter(pl.col("breakdown") == "imd_quintile")
                  .join(metrics, left_on=["metric_id", "period_type"], right_on=["metric_id", "spc_period_type"]))
     if quintiles.is_empty():
-        return pl.DataFrame()
-    keys = ["metric_id", "place", "period_type", "period_start", "period_end"]
+        return None
+    keys = GAP_KEYS
     complete = (quintiles.group_by(keys).agg(pl.col("group").n_unique().alias("_n"),
                                               pl.col("value").null_count().alias("_nulls"))
                 .filter((pl.col("_n") == 5) & (pl.col("_nulls") == 0)).select(keys))
@@ -201,29 +206,57 @@ def _inequalities(values: pl.DataFrame, catalogue: Catalogue, metrics: pl.DataFr
         (gap + spread).alias("absolute_gap_upper_95"),
         (pl.col("most_deprived") / pl.col("least_deprived")).alias("relative_gap"),
     ).drop("_se1", "_se5")
+    return quintiles, gaps
 
-    sii_parts = []
-    sii_columns = ["sii", "sii_lower_95", "sii_upper_95", "rii", "rii_lower_95", "rii_upper_95"]
-    todo = gaps.select(keys)
-    if earlier is not None and not earlier.is_empty() and set(sii_columns) <= set(earlier.columns):
-        # The simulations are the slow part; for unchanged values they would give the same again.
-        known = earlier.select(*keys, *sii_columns).join(todo, on=keys, how="semi")
-        sii_parts.append(known)
-        todo = todo.join(known.select(keys), on=keys, how="anti")
+
+def _simulated(quintiles: pl.DataFrame, todo: pl.DataFrame, catalogue: Catalogue) -> list[pl.DataFrame]:
+    """phe_sii's SII and RII of each place and period in ``todo``, one call per metric."""
+    parts = []
     for metric_id in todo["metric_id"].unique().sort():
         metric = catalogue.metrics[metric_id]
         value_type, scale = _value_type_for_sii(metric)
         frame = (quintiles.filter(pl.col("metric_id") == metric_id, pl.col("denominator") > 0)
-                 .join(todo, on=keys, how="semi"))
+                 .join(todo, on=GAP_KEYS, how="semi"))
         if frame.is_empty():
             continue
         frame = frame.with_columns((pl.col("value", "lower_95", "upper_95") / scale),
                                    pl.col("group").cast(pl.Int64).alias("quintile"))
-        result = sii(frame, "value", "denominator", "quintile", by=keys, lower="lower_95", upper="upper_95",
+        result = sii(frame, "value", "denominator", "quintile", by=GAP_KEYS, lower="lower_95", upper="upper_95",
                      value_type=value_type, multiplier=scale, repetitions=SII_REPETITIONS, seed=SII_SEED,
                      confidence=0.95)
-        sii_parts.append(result.select(*keys, "sii", "sii_lower_95", "sii_upper_95", "rii", "rii_lower_95",
-                                       "rii_upper_95"))
+        parts.append(result.select(*GAP_KEYS, *SII_COLUMNS))
+    return parts
+
+
+def inequality_indices(values: pl.DataFrame, catalogue: Catalogue) -> pl.DataFrame:
+    """The slope and relative index of inequality (``GAP_KEYS``, ``SII_COLUMNS``) of every place and
+    period of ``values`` that ``judge`` gives them for: the simulations, the slow part of judging.
+
+    Each depends only on its own period's quintile values (its simulation is seeded by its key), so
+    they can be worked out for part of a run's values — a refresh does so for each source's as soon
+    as they are computed, while the next source loads — and handed to ``judge`` (``indices``)."""
+    values = values.filter(pl.col("metric_id").is_in(list(catalogue.metrics)))
+    found = _quintile_gaps(values, _metric_frame(catalogue, values["metric_id"].unique().sort().to_list()))
+    parts = _simulated(*found, catalogue) if found is not None else []
+    return pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame()
+
+
+def _inequalities(values: pl.DataFrame, catalogue: Catalogue, metrics: pl.DataFrame,
+                  known: list[pl.DataFrame]) -> pl.DataFrame:
+    found = _quintile_gaps(values, metrics)
+    if found is None:
+        return pl.DataFrame()
+    quintiles, gaps = found
+    keys = GAP_KEYS
+    sii_parts = []
+    todo = gaps.select(keys)
+    for frame in known:  # simulated already: earlier, or while the refresh went on
+        if frame is None or frame.is_empty() or not set(SII_COLUMNS) <= set(frame.columns):
+            continue
+        have = frame.select(*keys, *SII_COLUMNS).join(todo, on=keys, how="semi")
+        sii_parts.append(have)
+        todo = todo.join(have.select(keys), on=keys, how="anti")
+    sii_parts += _simulated(quintiles, todo, catalogue)
     if sii_parts:
         gaps = gaps.join(pl.concat(sii_parts, how="vertical_relaxed"), on=keys, how="left")
     # Is the gap closing? An SPC of the absolute gap's size, where smaller is better.
@@ -295,8 +328,11 @@ def _scorecard(values: pl.DataFrame, catalogue: Catalogue, metrics: pl.DataFrame
 
 def judge(values: pl.DataFrame, catalogue: Catalogue, *, benchmarks: pl.DataFrame | None = None,
           earlier: Mapping[str, pl.DataFrame] | None = None, unchanged: Collection[str] = (),
-          unchanged_periods: pl.DataFrame | None = None) -> Judgements:
+          unchanged_periods: pl.DataFrame | None = None, indices: Collection[pl.DataFrame] = ()) -> Judgements:
     """All judgements on one run's values. ``benchmarks``: metric_id, period_end, benchmark, value.
+
+    ``indices``: SIIs already simulated for some of these values (``inequality_indices`` of a part
+    of them); the rest are simulated here. The result is the same either way.
 
     ``earlier`` (an incremental refresh): the frames judged in the run whose values were carried
     (same values, same definitions) — for the ``unchanged`` metrics, and for the periods listed in
@@ -327,6 +363,6 @@ def judge(values: pl.DataFrame, catalogue: Catalogue, *, benchmarks: pl.DataFram
 
     spc = _spc(values, catalogue, metrics, earlier_rows("spc"))
     comparisons = _comparisons(values, metrics, benchmarks)
-    inequalities = _inequalities(values, catalogue, metrics, earlier_gaps)
+    inequalities = _inequalities(values, catalogue, metrics, [earlier_gaps, *indices])
     scorecard = _scorecard(values, catalogue, metrics, spc, comparisons, inequalities)
     return Judgements(spc=spc, comparisons=comparisons, inequalities=inequalities, scorecard=scorecard)

@@ -32,7 +32,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +47,7 @@ from metrics.errors import SourceError
 from metrics.plan import build_plan
 from metrics import source_cache
 from metrics.benchmarks import read_fingertips
-from metrics.judge import judge
+from metrics.judge import inequality_indices, judge
 from metrics.sources import LoadedSource, fingerprint_files, load_source, source_files
 
 __all__ = ["refresh", "RefreshResult", "ExtractChanged", "RefreshCancelled", "default_definitions_dir", "code_version",
@@ -393,6 +393,11 @@ def _benchmarks(data_dir: Path, catalogue: Catalogue, sources: dict, say: Callab
     return frame
 
 
+def _inequality_indices(computed: pl.DataFrame, run_id: int, catalogue: Catalogue) -> pl.DataFrame:
+    """The SIIs of one source's newly computed values, from the values as they will be judged."""
+    return inequality_indices(_canonical(computed.with_columns(pl.lit(run_id).alias("computed_run_id"))), catalogue)
+
+
 def _canonical(values: pl.DataFrame) -> pl.DataFrame:
     """Values as the store keeps them (its column types, NaN as missing), in one order: what is judged
     and published is then the same whether a value was computed now or carried from an earlier run."""
@@ -492,78 +497,85 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
     timings["load_validate"] = round(time.perf_counter() - tick, 3)
     timings["compute"] = 0.0
 
-    # One source at a time: load, validate, compute, then let its rows go, so peak memory is the
-    # largest source rather than all of them together.
-    for source_plan in fresh:
-        tick = time.perf_counter()
-        loaded = load(source_plan.source_id, known, cached=True)
-        timings["load_validate"] = round(timings["load_validate"] + time.perf_counter() - tick, 3)
-        pops = {s.population_source for s in source_plan.steps if s.population_source}
-        if loaded is None or any(populations.get(p) is None for p in pops):
-            failed.append(source_plan.source_id)
-            carried += [s.metric_id for s in source_plan.steps]
-            continue
-        quarantine.append(loaded.quarantine)
-        tick = time.perf_counter()
-        only = None
-        if (decision is not None and decision.previous_id is not None and loaded.changed_rows is not None
-                and source_plan.source_id in decision.files_only):
-            # Files were appended to and nothing else changed: recompute only the periods the added
-            # (or replaced) rows fall in; every other period's values stay those of the last run.
-            only = periods_changed(source_plan, loaded.changed_rows)
-            metric_ids = [s.metric_id for s in source_plan.steps]
-            earlier = store.read_values(engine, metric=metric_ids, run=decision.previous_id, provenance=True)
-            values.append(earlier.drop("run_id").join(only, on=["metric_id", "period_type", "period_start",
-                                                                "period_end"], how="anti"))
-            sources[source_plan.source_id]["periods_recomputed"] = only.height
-        if only is None or only.height:
-            values.append(compute_source(source_plan, loaded.frame, catalogue, geography=geo_frame,
-                                         populations={p: populations[p].frame for p in pops}, only=only))
-        del loaded
-        timings["compute"] = round(timings["compute"] + time.perf_counter() - tick, 3)
-        say(f"  computed {len(source_plan.steps)} metric(s) on {source_plan.source_id} "
-            f"({time.perf_counter() - tick:.1f} s)")
-    reused_metrics = [s.metric_id for p in reused for s in p.steps]
-    for source_plan in reused:
-        reuse(source_plan.source_id)
-    if reused:
-        say(f"  unchanged since run {decision.previous_id}: {', '.join(p.source_id for p in reused)} "
-            f"({len(reused_metrics)} metric(s) carried forward)")
-
-    previous = decision.previous_id if decision else store.latest_run_id(engine)
-    if (carried or reused_metrics) and previous is not None:
-        # The last good numbers stay visible for sources that failed this time (and, in an incremental
-        # refresh, for sources that did not change); each value keeps the id of the run that computed it.
-        values.append(store.read_values(engine, metric=carried + reused_metrics, run=previous,
-                                        provenance=True).drop("run_id"))
-    if not values:
-        raise SourceError(", ".join(failed), "no source could be loaded; nothing to publish")
-    combined = pl.concat([v if "computed_run_id" in v.columns else v.with_columns(pl.lit(run_id).alias("computed_run_id"))
-                          for v in values], how="diagonal_relaxed")
-    combined = _canonical(combined.select([*OUTPUT_COLUMNS, "computed_run_id"]))
-
-    checkpoint()
-    tick = time.perf_counter()
-    benchmarks = _benchmarks(data_dir, catalogue, sources, say)
-    earlier, carried_periods = {}, None
-    if decision is not None and decision.previous_id is not None:
-        # Values carried from the last run keep the judgements they had there: whole unchanged
-        # metrics their SPC, and every carried period its SII.
-        carried_periods = (combined.filter(pl.col("computed_run_id") != run_id)
-                           .select("metric_id", "period_type", "period_start", "period_end").unique())
-        needed = (["spc"] if reused_metrics else []) + (["inequalities"] if reused_metrics or carried_periods.height else [])
-        earlier = {name: store.read_frame(engine, name, decision.previous_id) for name in needed}
-
-    def judged() -> dict[str, pl.DataFrame]:
-        judgements = judge(combined, catalogue, benchmarks=benchmarks, earlier=earlier, unchanged=reused_metrics,
-                           unchanged_periods=carried_periods)
-        timings["judge"] = round(time.perf_counter() - tick, 3)
-        return {**judgements, "benchmarks": benchmarks}
-
-    # The values are final: the store writes them (and the quarantined rows) while they are judged
-    # on another thread; the judgements go into the same transaction when they are ready. SQLite
-    # writes on one core, the judge's simulations and Polars mostly on the other.
+    # The judge's thread takes work as soon as there is some: each source's SIIs (the slowest part
+    # of judging) while the next source loads, then the judgements, while the store writes.
+    simulated: list[Future[pl.DataFrame]] = []
     with ThreadPoolExecutor(1, thread_name_prefix="judge") as judging:  # (leaving waits for the judge)
+        # One source at a time: load, validate, compute, then let its rows go, so peak memory is the
+        # largest source rather than all of them together.
+        # Sources with the most deprivation breakdowns first: their SIIs (the judge's slowest part)
+        # are simulated while later sources load, not after the last one, when nothing else is left.
+        for source_plan in sorted(fresh, key=lambda p: -sum("imd_quintile" in s.breakdowns for s in p.steps)):
+            tick = time.perf_counter()
+            loaded = load(source_plan.source_id, known, cached=True)
+            timings["load_validate"] = round(timings["load_validate"] + time.perf_counter() - tick, 3)
+            pops = {s.population_source for s in source_plan.steps if s.population_source}
+            if loaded is None or any(populations.get(p) is None for p in pops):
+                failed.append(source_plan.source_id)
+                carried += [s.metric_id for s in source_plan.steps]
+                continue
+            quarantine.append(loaded.quarantine)
+            tick = time.perf_counter()
+            only = None
+            if (decision is not None and decision.previous_id is not None and loaded.changed_rows is not None
+                    and source_plan.source_id in decision.files_only):
+                # Files were appended to and nothing else changed: recompute only the periods the added
+                # (or replaced) rows fall in; every other period's values stay those of the last run.
+                only = periods_changed(source_plan, loaded.changed_rows)
+                metric_ids = [s.metric_id for s in source_plan.steps]
+                earlier = store.read_values(engine, metric=metric_ids, run=decision.previous_id, provenance=True)
+                values.append(earlier.drop("run_id").join(only, on=["metric_id", "period_type", "period_start",
+                                                                    "period_end"], how="anti"))
+                sources[source_plan.source_id]["periods_recomputed"] = only.height
+            if only is None or only.height:
+                computed = compute_source(source_plan, loaded.frame, catalogue, geography=geo_frame,
+                                          populations={p: populations[p].frame for p in pops}, only=only)
+                values.append(computed)
+                simulated.append(judging.submit(_inequality_indices, computed, run_id, catalogue))
+            del loaded
+            timings["compute"] = round(timings["compute"] + time.perf_counter() - tick, 3)
+            say(f"  computed {len(source_plan.steps)} metric(s) on {source_plan.source_id} "
+                f"({time.perf_counter() - tick:.1f} s)")
+        reused_metrics = [s.metric_id for p in reused for s in p.steps]
+        for source_plan in reused:
+            reuse(source_plan.source_id)
+        if reused:
+            say(f"  unchanged since run {decision.previous_id}: {', '.join(p.source_id for p in reused)} "
+                f"({len(reused_metrics)} metric(s) carried forward)")
+
+        previous = decision.previous_id if decision else store.latest_run_id(engine)
+        if (carried or reused_metrics) and previous is not None:
+            # The last good numbers stay visible for sources that failed this time (and, in an incremental
+            # refresh, for sources that did not change); each value keeps the id of the run that computed it.
+            values.append(store.read_values(engine, metric=carried + reused_metrics, run=previous,
+                                            provenance=True).drop("run_id"))
+        if not values:
+            raise SourceError(", ".join(failed), "no source could be loaded; nothing to publish")
+        combined = pl.concat([v if "computed_run_id" in v.columns else v.with_columns(pl.lit(run_id).alias("computed_run_id"))
+                              for v in values], how="diagonal_relaxed")
+        combined = _canonical(combined.select([*OUTPUT_COLUMNS, "computed_run_id"]))
+
+        checkpoint()
+        tick = time.perf_counter()
+        benchmarks = _benchmarks(data_dir, catalogue, sources, say)
+        earlier, carried_periods = {}, None
+        if decision is not None and decision.previous_id is not None:
+            # Values carried from the last run keep the judgements they had there: whole unchanged
+            # metrics their SPC, and every carried period its SII.
+            carried_periods = (combined.filter(pl.col("computed_run_id") != run_id)
+                               .select("metric_id", "period_type", "period_start", "period_end").unique())
+            needed = (["spc"] if reused_metrics else []) + (["inequalities"] if reused_metrics or carried_periods.height else [])
+            earlier = {name: store.read_frame(engine, name, decision.previous_id) for name in needed}
+
+        def judged() -> dict[str, pl.DataFrame]:
+            judgements = judge(combined, catalogue, benchmarks=benchmarks, earlier=earlier, unchanged=reused_metrics,
+                               unchanged_periods=carried_periods, indices=[done.result() for done in simulated])
+            timings["judge"] = round(time.perf_counter() - tick, 3)
+            return {**judgements, "benchmarks": benchmarks}
+
+        # The values are final: the store writes them (and the quarantined rows) while they are judged
+        # on another thread; the judgements go into the same transaction when they are ready. SQLite
+        # writes on one core, the judge's simulations and Polars mostly on the other.
         judgements = judging.submit(judged)
 
         def judged_then_checkpoint() -> dict[str, pl.DataFrame]:

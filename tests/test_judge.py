@@ -10,7 +10,7 @@ import pytest
 
 from conftest import DEFINITIONS
 from metrics.definitions import load_catalogue
-from metrics.judge import compare_with_benchmark, judge
+from metrics.judge import compare_with_benchmark, inequality_indices, judge
 
 CATALOGUE = load_catalogue(DEFINITIONS)
 
@@ -145,6 +145,34 @@ def test_carried_periods_keep_their_sii_and_the_result_equals_judging_afresh():
     wrong = judge(after, CATALOGUE, earlier={"inequalities": doctored}, unchanged_periods=carried)["inequalities"]
     moved = wrong.join(fresh["inequalities"], on=["place", "period_start"]).filter(pl.col("sii") != pl.col("sii_right"))
     assert sorted(moved["period_start"].unique()) == sorted(carried["period_start"])
+
+
+def test_sii_simulated_ahead_for_parts_of_the_values_equal_judging_them_all_at_once():
+    """A refresh works out each source's SIIs (``inequality_indices``) while the next source loads
+    and hands them to ``judge``: the judgements are exactly those of judging everything at once."""
+    from polars.testing import assert_frame_equal
+
+    def quintiles(metric: str, period_type: str, base: float) -> pl.DataFrame:
+        return pl.concat([_values(metric, place, [base + q * 3.0 + i * 0.5 for i in range(4)],
+                                  breakdown="imd_quintile", group=str(q), half_width=2.0)
+                          for place in ("Dudley", "Walsall") for q in range(1, 6)]
+                         ).with_columns(pl.lit(period_type).alias("period_type"))
+
+    breast = quintiles("breast_screening_coverage", "snapshot", 60.0)
+    discharge = quintiles("discharged_on_ready_date", "month", 40.0)
+    everything = pl.concat([breast, discharge])
+    at_once = judge(everything, CATALOGUE)
+    ahead = [inequality_indices(part, CATALOGUE) for part in (breast, discharge)]
+    assert [frame.height for frame in ahead] == [8, 8]  # 2 places × 4 periods each
+    given = judge(everything, CATALOGUE, indices=ahead)
+    for name in ("inequalities", "spc", "comparisons", "scorecard"):
+        assert_frame_equal(given[name], at_once[name], check_exact=True)
+    # The indices given are the ones used (not simulated again): a doctored one shows through.
+    doctored = [ahead[0].with_columns(pl.col("sii") + 100), ahead[1]]
+    used = judge(everything, CATALOGUE, indices=doctored)["inequalities"]
+    moved = used.join(at_once["inequalities"], on=["metric_id", "place", "period_start"])
+    assert (moved.filter(pl.col("sii") != pl.col("sii_right"))["metric_id"].unique().to_list()
+            == ["breast_screening_coverage"])
 
 
 def test_scorecard_has_one_row_per_metric_and_place(published, engine):

@@ -59,9 +59,10 @@ def test_a_broken_source_is_carried_forward_and_others_refresh(published, engine
     assert after.filter(~spells_metrics)["computed_run_id"].unique().to_list() == [result.run_id]
 
 
-@pytest.mark.parametrize("stage", ["compute_source", "judge"])
+@pytest.mark.parametrize("stage", ["compute_source", "inequality_indices", "judge"])
 def test_a_failure_leaves_the_previous_run_published(published, engine, handbuilt_dir, monkeypatch, stage):
-    """Also when the judge fails: it runs while the store is already writing the run's values."""
+    """Also when the judge fails: it runs while the store is already writing the run's values; and
+    when a source's SIIs, simulated on the judge's thread while later sources load, fail."""
     before = store.read_values(engine)
     import metrics.refresh as refresh_module
 
