@@ -21,6 +21,7 @@ import codecs
 import datetime as dt
 import hashlib
 from collections.abc import Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -656,8 +657,19 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
     files = source_files(source, Path(data_dir))
     for path in files:
         check_file(source, path)
-    prints = fingerprint_files(files, known_files)
-    new_files = appended_files(source, previous.files, prints) if previous is not None else None
+    hashing = None
+    if previous is None:
+        # Nothing to compare the files with: their hashes are only recorded, so they are taken on
+        # another thread while the files are read (hashlib lets go of the GIL). Until then each
+        # file's entry collects its row count.
+        pool = ThreadPoolExecutor(1, thread_name_prefix=f"hash-{source.id}")
+        hashing = pool.submit(fingerprint_files, files, known_files)
+        pool.shutdown(wait=False)  # (the thread ends once the hashes are taken)
+        prints = [{"file": path.name} for path in files]
+        new_files = None
+    else:
+        prints = fingerprint_files(files, known_files)
+        new_files = appended_files(source, previous.files, prints)
     if new_files is not None:
         prior = {f["file"]: f for f in previous.files}
         prints = [prior.get(f["file"], f) for f in prints]
@@ -816,6 +828,8 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
         # (a new file's duplicate keys are dropped, so earlier rows are never dropped that way).
         added = frame.filter(pl.col(_FILE).is_in(new_files))
         changed = pl.concat([added, replaced], how="vertical") if replaced is not None else added
+    if hashing is not None:
+        prints = [{**hashed, **counted} for hashed, counted in zip(hashing.result(), prints, strict=True)]
     return LoadedSource(source=source, frame=frame, quarantine=quarantine, files=prints,
                         rows_read=rows_read, rows_superseded=superseded, files_read=files_read, changed_rows=changed,
                         earlier_quarantine=sum(earlier_by_rule.values()), earlier_quarantine_by_rule=earlier_by_rule,

@@ -12,7 +12,7 @@ import pytest
 from conftest import AS_OF, DEFINITIONS
 from metrics.definitions import load_catalogue
 from metrics.errors import SourceError
-from metrics.sources import load_source
+from metrics.sources import fingerprint_files, load_source
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,11 @@ def test_fingerprints_name_every_file(catalogue, handbuilt_dir):
     contacts = _load(catalogue, handbuilt_dir, "community_contacts")
     assert [f["file"] for f in contacts.files] == ["contacts_2024-04.csv", "contacts_2024-05.csv", "contacts_2024-06.csv"]
     assert all(len(f["sha256"]) == 64 and f["bytes"] > 0 and f["rows"] > 0 for f in contacts.files)
+    # Hashed while the files are read: the same fingerprints as hashing them first, with row counts.
+    folder = handbuilt_dir / catalogue.sources["community_contacts"].folder
+    hashed = fingerprint_files(sorted(folder.glob("*.csv")))
+    assert [{k: v for k, v in f.items() if k != "rows"} for f in contacts.files] == hashed
+    assert [f["rows"] for f in contacts.files] == [pl.read_csv(folder / f["file"]).height for f in hashed]
 
 
 def test_parquet_and_csv_load_identically(catalogue, handbuilt_dir):
