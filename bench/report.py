@@ -127,7 +127,8 @@ def write_report(results: dict, path: Path, chart: Path) -> None:
         if eng:
             lines += ["", "Engine stages (`RefreshResult.timings`; each source's SIIs are simulated while the "
                       "next source loads, and the rest of the judge runs while the store writes the values, so "
-                      "*judge* counts from the last source's values (waiting for its SIIs), *write* includes "
+                      "*judge* counts from the last source's values (reading benchmarks, waiting for SIIs still "
+                      "queued), *write* includes "
                       "waiting for the judge to finish, and the stages can add up to more than the total):", "",
                       "| stage | time |", "|---|---|"]
             for stage in ("load_validate", "compute", "judge", "write", "total", "load_compute"):

@@ -331,8 +331,9 @@ def judge(values: pl.DataFrame, catalogue: Catalogue, *, benchmarks: pl.DataFram
           unchanged_periods: pl.DataFrame | None = None, indices: Collection[pl.DataFrame] = ()) -> Judgements:
     """All judgements on one run's values. ``benchmarks``: metric_id, period_end, benchmark, value.
 
-    ``indices``: SIIs already simulated for some of these values (``inequality_indices`` of a part
-    of them); the rest are simulated here. The result is the same either way.
+    ``indices``: SIIs already simulated (``inequality_indices``) for some of these values; the rest
+    are simulated here. They are matched by key (metric, place, period) and used as given, so they
+    must come from these same values (the caller's responsibility): then the result is the same.
 
     ``earlier`` (an incremental refresh): the frames judged in the run whose values were carried
     (same values, same definitions) — for the ``unchanged`` metrics, and for the periods listed in

@@ -24,6 +24,7 @@ The result is exactly what a full refresh of the same extracts would publish (te
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -31,7 +32,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -394,8 +395,30 @@ def _benchmarks(data_dir: Path, catalogue: Catalogue, sources: dict, say: Callab
 
 
 def _inequality_indices(computed: pl.DataFrame, run_id: int, catalogue: Catalogue) -> pl.DataFrame:
-    """The SIIs of one source's newly computed values, from the values as they will be judged."""
-    return inequality_indices(_canonical(computed.with_columns(pl.lit(run_id).alias("computed_run_id"))), catalogue)
+    """The SIIs of one source's newly computed values, from the values as they will be judged (only
+    the deprivation breakdown's: ``_canonical`` works row by row, so they are the same rows)."""
+    quintiles = computed.filter(pl.col("breakdown") == "imd_quintile")
+    return inequality_indices(_canonical(quintiles.with_columns(pl.lit(run_id).alias("computed_run_id"))), catalogue)
+
+
+@contextlib.contextmanager
+def _worker(name: str) -> Iterator[ThreadPoolExecutor]:
+    """One background thread. Leaving waits for its work; leaving on an error (a stop, a source that
+    changed while read) waits only for the job it is running: queued ones are dropped."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _raise_if_failed(jobs: list[Future]) -> None:
+    """Raise the error of the first of ``jobs`` that has finished with one."""
+    for job in jobs:
+        if job.done() and not job.cancelled() and job.exception() is not None:
+            raise job.exception()
 
 
 def _canonical(values: pl.DataFrame) -> pl.DataFrame:
@@ -500,7 +523,8 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
     # The judge's thread takes work as soon as there is some: each source's SIIs (the slowest part
     # of judging) while the next source loads, then the judgements, while the store writes.
     simulated: list[Future[pl.DataFrame]] = []
-    with ThreadPoolExecutor(1, thread_name_prefix="judge") as judging:  # (leaving waits for the judge)
+    quarantine_of: dict[str, pl.DataFrame] = {}
+    with _worker("judge") as judging:  # (leaving waits for the judge; on an error, not for queued SIIs)
         # One source at a time: load, validate, compute, then let its rows go, so peak memory is the
         # largest source rather than all of them together.
         # Sources with the most deprivation breakdowns first: their SIIs (the judge's slowest part)
@@ -512,9 +536,8 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
             pops = {s.population_source for s in source_plan.steps if s.population_source}
             if loaded is None or any(populations.get(p) is None for p in pops):
                 failed.append(source_plan.source_id)
-                carried += [s.metric_id for s in source_plan.steps]
                 continue
-            quarantine.append(loaded.quarantine)
+            quarantine_of[source_plan.source_id] = loaded.quarantine
             tick = time.perf_counter()
             only = None
             if (decision is not None and decision.previous_id is not None and loaded.changed_rows is not None
@@ -531,11 +554,18 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
                 computed = compute_source(source_plan, loaded.frame, catalogue, geography=geo_frame,
                                           populations={p: populations[p].frame for p in pops}, only=only)
                 values.append(computed)
+                _raise_if_failed(simulated)  # (an earlier source's SIIs: fail now, not after every load)
                 simulated.append(judging.submit(_inequality_indices, computed, run_id, catalogue))
             del loaded
             timings["compute"] = round(timings["compute"] + time.perf_counter() - tick, 3)
             say(f"  computed {len(source_plan.steps)} metric(s) on {source_plan.source_id} "
                 f"({time.perf_counter() - tick:.1f} s)")
+        # What is reported and stored keeps the plan's order of sources, whatever order they ran in.
+        ran = [p.source_id for p in fresh]
+        failed.sort(key=ran.index)
+        carried = [s.metric_id for p in fresh if p.source_id in failed for s in p.steps]
+        sources.update({source_id: sources.pop(source_id) for source_id in ran if source_id in sources})
+        quarantine = [quarantine_of[source_id] for source_id in ran if source_id in quarantine_of]
         reused_metrics = [s.metric_id for p in reused for s in p.steps]
         for source_plan in reused:
             reuse(source_plan.source_id)

@@ -21,7 +21,7 @@ import codecs
 import datetime as dt
 import hashlib
 from collections.abc import Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -664,7 +664,7 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
         # file's entry collects its row count.
         pool = ThreadPoolExecutor(1, thread_name_prefix=f"hash-{source.id}")
         hashing = pool.submit(fingerprint_files, files, known_files)
-        pool.shutdown(wait=False)  # (the thread ends once the hashes are taken)
+        pool.shutdown(wait=False)  # (its thread ends once the hashes are taken)
         prints = [{"file": path.name} for path in files]
         new_files = None
     else:
@@ -675,6 +675,23 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
         prints = [prior.get(f["file"], f) for f in prints]
     else:
         previous = None
+    try:
+        loaded = _read_and_validate(source, files, prints, previous, new_files, as_of=as_of,
+                                    known_lsoas=known_lsoas, columns=columns)
+    except BaseException:
+        if hashing is not None:  # (as before hashing moved to a thread: a failed load has hashed its files)
+            wait([hashing])
+        raise
+    if hashing is not None:
+        loaded.files = [{**hashed, **counted} for hashed, counted in zip(hashing.result(), prints, strict=True)]
+    return loaded
+
+
+def _read_and_validate(source: SourceDefinition, files: list[Path], prints: list[dict],
+                       previous: PreviousLoad | None, new_files: list[str] | None, *, as_of: dt.date,
+                       known_lsoas: list[str] | None, columns: Collection[str] | None) -> LoadedSource:
+    """``load_source`` once its files are listed and checked: ``prints`` are their fingerprints (or,
+    while they are being taken, entries in which each file's row count is recorded as it is read)."""
     schema = build_schema(source, as_of=as_of, known_lsoas=known_lsoas)
     keep = None
     if columns is not None:
@@ -828,10 +845,9 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
         # (a new file's duplicate keys are dropped, so earlier rows are never dropped that way).
         added = frame.filter(pl.col(_FILE).is_in(new_files))
         changed = pl.concat([added, replaced], how="vertical") if replaced is not None else added
-    if hashing is not None:
-        prints = [{**hashed, **counted} for hashed, counted in zip(hashing.result(), prints, strict=True)]
     return LoadedSource(source=source, frame=frame, quarantine=quarantine, files=prints,
                         rows_read=rows_read, rows_superseded=superseded, files_read=files_read, changed_rows=changed,
                         earlier_quarantine=sum(earlier_by_rule.values()), earlier_quarantine_by_rule=earlier_by_rule,
                         extends=(previous.frame.height if previous is not None and (replaced is None or not replaced.height)
                                  else None))
+

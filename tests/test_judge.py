@@ -165,8 +165,10 @@ def test_sii_simulated_ahead_for_parts_of_the_values_equal_judging_them_all_at_o
     ahead = [inequality_indices(part, CATALOGUE) for part in (breast, discharge)]
     assert [frame.height for frame in ahead] == [8, 8]  # 2 places × 4 periods each
     given = judge(everything, CATALOGUE, indices=ahead)
+    partly = judge(everything, CATALOGUE, indices=ahead[:1])  # the other metric's are simulated here
     for name in ("inequalities", "spc", "comparisons", "scorecard"):
         assert_frame_equal(given[name], at_once[name], check_exact=True)
+        assert_frame_equal(partly[name], at_once[name], check_exact=True)
     # The indices given are the ones used (not simulated again): a doctored one shows through.
     doctored = [ahead[0].with_columns(pl.col("sii") + 100), ahead[1]]
     used = judge(everything, CATALOGUE, indices=doctored)["inequalities"]

@@ -212,3 +212,25 @@ def test_killing_a_refresh_at_random_moments(published, engine, handbuilt_dir):
     assert result.status == "published"
     statuses = store.list_runs(engine)["status"].to_list()
     assert "running" not in statuses  # every killed run was found abandoned
+
+
+def test_an_error_while_sources_load_does_not_wait_for_queued_simulations():
+    """The judge's thread (``_worker``) may hold several sources' SII jobs: a refresh stopped or
+    failing meanwhile waits for the job running, not for those queued behind it."""
+    import threading
+
+    from metrics.refresh import _raise_if_failed, _worker
+
+    running, ran = threading.Event(), []
+    with pytest.raises(RuntimeError, match="stopped"), _worker("test") as pool:
+        pool.submit(running.wait, 5)
+        queued = pool.submit(ran.append, "queued")
+        threading.Timer(0.2, running.set).start()  # the running job ends only after the error
+        raise RuntimeError("stopped")
+    assert queued.cancelled() and ran == []
+    # A job that failed is raised from the refresh's thread at its next check, not at the end.
+    with _worker("test") as pool:
+        failed = pool.submit(lambda: 1 / 0)
+        failed.exception()
+        with pytest.raises(ZeroDivisionError):
+            _raise_if_failed([pool.submit(int), failed])
