@@ -125,7 +125,9 @@ def write_report(results: dict, path: Path, chart: Path) -> None:
             ratio_lc = (f"{t['median'] / eng_lc:.2f}×" if t and eng_lc and kind != "engine" else "")
             lines.append(f"| {LABEL[kind]} | {_fmt(t)} | {_fmt(s[kind]['peak_rss_mb'], 'MB', 0)} | {ratio} | {ratio_lc} |")
         if eng:
-            lines += ["", "Engine stages (`RefreshResult.timings`; each source's SIIs are simulated while the "
+            lines += ["", "Engine stages (`RefreshResult.timings`; a source loads while the one before it "
+                      "computes when that one is small (a tenth of the machine's memory), so *load validate* "
+                      "counts only the time spent waiting for loads; each source's SIIs are simulated while the "
                       "next source loads, and the rest of the judge runs while the store writes the values, so "
                       "*judge* counts from the last source's values (reading benchmarks, waiting for SIIs still "
                       "queued), *write* includes "

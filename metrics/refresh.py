@@ -547,15 +547,25 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
     # of judging) while the next source loads, then the judgements, while the store writes.
     simulated: list[Future[pl.DataFrame]] = []
     quarantine_of: dict[str, pl.DataFrame] = {}
-    with _worker("judge") as judging:  # (leaving waits for the judge; on an error, not for queued SIIs)
-        # One source at a time: load, validate, compute, then let its rows go, so peak memory is the
-        # largest source rather than all of them together.
+    # (Leaving waits for the loader and the judge; on an error, not for the SIIs still queued.)
+    with _worker("judge") as judging, _worker("load") as loading:
+        # Each source is loaded, validated and computed, then its rows let go, so peak memory is the
+        # largest source rather than all of them together. The next source loads while one computes
+        # (neither keeps both cores busy on its own) when the one computing is small (as the cache's
+        # budget); after a bigger one, it waits, so that no two big sources are held at once.
         # Sources with the most deprivation breakdowns first: their SIIs (the judge's slowest part)
         # are simulated while later sources load, not after the last one, when nothing else is left.
-        for source_plan in sorted(fresh, key=lambda p: -sum("imd_quintile" in s.breakdowns for s in p.steps)):
+        order = sorted(fresh, key=lambda p: -sum("imd_quintile" in s.breakdowns for s in p.steps))
+        upcoming: Future[LoadedSource | None] | None = None
+        for position, source_plan in enumerate(order):
             tick = time.perf_counter()
-            loaded = load(source_plan.source_id, known, cached=True)
+            if upcoming is None:
+                upcoming = loading.submit(load, source_plan.source_id, known, True)
+            loaded, upcoming = upcoming.result(), None
+            # (Only the time waited for a load counts: a load beside a compute isn't counted twice.)
             timings["load_validate"] = round(timings["load_validate"] + time.perf_counter() - tick, 3)
+            if position + 1 < len(order) and (loaded is None or loaded.frame.estimated_size() <= held_cache_budget):
+                upcoming = loading.submit(load, order[position + 1].source_id, known, True)
             pops = {s.population_source for s in source_plan.steps if s.population_source}
             if loaded is None or any(populations.get(p) is None for p in pops):
                 failed.append(source_plan.source_id)

@@ -234,3 +234,72 @@ def test_an_error_while_sources_load_does_not_wait_for_queued_simulations():
         failed.exception()
         with pytest.raises(ZeroDivisionError):
             _raise_if_failed([pool.submit(int), failed])
+
+
+ACTIVITY_SOURCES = ["breast_screening", "community_contacts", "inpatient_spells"]
+
+
+@pytest.mark.parametrize("prefetch", [True, False], ids=["next-loads-while-one-computes", "one-at-a-time"])
+def test_the_next_source_loads_while_one_computes_unless_that_one_is_big(
+        published, engine, handbuilt_dir, monkeypatch, prefetch):
+    """While a source computes, the next one loads (on the loader's thread), unless the one computing
+    holds more rows than the budget (then one at a time, as two big sources would not fit). The
+    published values are the same either way."""
+    import threading
+    import time
+
+    import metrics.refresh as refresh_module
+
+    if not prefetch:
+        monkeypatch.setattr(refresh_module, "_held_cache_budget", lambda: 0)
+    real_load, real_compute = refresh_module.load_source, refresh_module.compute_source
+    events, lock = [], threading.Lock()
+
+    def load_source(source, *args, **kwargs):
+        if source.id in ACTIVITY_SOURCES:
+            with lock:
+                events.append(("load", source.id))
+        return real_load(source, *args, **kwargs)
+
+    def compute(plan, *args, **kwargs):
+        computed = sum(kind == "computed" for kind, _ in events)
+        if prefetch and computed + 1 < len(ACTIVITY_SOURCES):  # the next source starts loading meanwhile
+            deadline = time.monotonic() + 30
+            while sum(kind == "load" for kind, _ in events) < computed + 2:
+                assert time.monotonic() < deadline, "the next source did not start loading during a compute"
+                time.sleep(0.005)
+        result = real_compute(plan, *args, **kwargs)
+        with lock:
+            events.append(("computed", plan.source_id))
+        return result
+
+    monkeypatch.setattr(refresh_module, "load_source", load_source)
+    monkeypatch.setattr(refresh_module, "compute_source", compute)
+    result = refresh(handbuilt_dir, definitions_dir=DEFINITIONS, engine=engine, as_of=AS_OF)
+    loads = [source for kind, source in events if kind == "load"]
+    assert sorted(loads) == ACTIVITY_SOURCES and [s for k, s in events if k == "computed"] == loads
+    if not prefetch:  # each loaded only once the one before it was computed
+        assert [kind for kind, _ in events] == ["load", "computed"] * len(ACTIVITY_SOURCES)
+    order = ["metric_id", "place", "period_type", "period_start", "breakdown", "group"]
+    assert store.read_values(engine, run=result.run_id).drop("run_id").sort(order).equals(
+        store.read_values(engine, run=published.run_id).drop("run_id").sort(order))
+
+
+def test_a_load_failing_on_the_loaders_thread_leaves_the_previous_run_published(
+        published, engine, handbuilt_dir, monkeypatch):
+    import metrics.refresh as refresh_module
+
+    real_load = refresh_module.load_source
+
+    def load_source(source, *args, **kwargs):
+        if source.id == "community_contacts":
+            raise RuntimeError("disk on fire")
+        return real_load(source, *args, **kwargs)
+
+    monkeypatch.setattr(refresh_module, "load_source", load_source)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        refresh(handbuilt_dir, definitions_dir=DEFINITIONS, engine=engine, as_of=AS_OF)
+    runs = store.list_runs(engine)
+    assert runs["status"].to_list() == ["failed", "published"] and "disk on fire" in runs["error"][0]
+    assert store.latest_run_id(engine) == published.run_id
+    _nothing_written_for(engine, runs["run_id"][0])
