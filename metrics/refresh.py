@@ -60,8 +60,9 @@ _CACHE_SOURCES = os.environ.get("OUTCOMES_SOURCE_CACHE", "on").lower() not in ("
 
 
 def _held_cache_budget() -> int:
-    """Bytes of loaded sources a refresh may hold back to write their cache once every source is
-    computed (``_refresh``): a tenth of the machine's memory; 0 (write each at once) if unknown."""
+    """Bytes of loaded sources a refresh may hold back to write their cache once each is computed,
+    and within which the next source loads while one computes (``_refresh``): a tenth of the
+    machine's memory (by Polars' estimate of a frame's size); 0 (neither) if unknown."""
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 10
     except (AttributeError, ValueError, OSError):
@@ -489,14 +490,14 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
         if loaded.changed_rows is not None:  # started from the cached load: its quarantine is the last run's
             quarantine_carried.append(source_id)
         if cached:
-            # Writing the cache beside the next sources' loading and computing slowed them: at scale 1,
-            # community contacts' 426 MB made the refresh 0.15-0.35 s slower (4-9%, 8 interleaved runs
-            # each). Once every source is computed, the judge and the store's writes leave a core
-            # free for it. Holding a source's rows until then costs memory, so up to a budget only;
-            # bigger sources are written at once.
+            # Writing the cache while the source itself computes slowed it: at scale 1, community
+            # contacts' 426 MB made the refresh 0.15-0.35 s slower (4-9%, 8 interleaved runs each).
+            # It is written once the source is computed, while the next source (or the judge and the
+            # store) runs. Holding the rows until then costs memory, so up to a budget only; bigger
+            # sources are written at once.
             size = loaded.frame.estimated_size()
-            if size + sum(held.frame.estimated_size() for held, _ in held_for_cache) <= held_cache_budget:
-                held_for_cache.append((loaded, depends_on))
+            if size + sum(held.frame.estimated_size() for held, _ in held_for_cache.values()) <= held_cache_budget:
+                held_for_cache[source_id] = (loaded, depends_on)
             else:
                 write_cache(loaded, depends_on)
         sources[source_id] = _source_summary(loaded, time.perf_counter() - started, identity)
@@ -520,7 +521,7 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
     values, failed, carried, quarantine = [], [], [], []
     quarantine_carried: list[str] = []  # sources whose quarantined rows include the last run's (shared in the store)
     cache_writers: list[threading.Thread] = []
-    held_for_cache: list[tuple[LoadedSource, dict]] = []  # (loaded, depends_on): written after the last compute
+    held_for_cache: dict[str, tuple[LoadedSource, dict]] = {}  # (loaded, depends_on) by source: written once computed
     held_cache_budget = _held_cache_budget()
     lookup_ids = [s.id for s in catalogue.sources.values() if s.kind == "lookup"]
     geography = None
@@ -590,10 +591,12 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
                 _raise_if_failed(simulated)  # (an earlier source's SIIs: fail now, not after every load)
                 simulated.append(judging.submit(_inequality_indices, computed, run_id, catalogue))
             del loaded
+            if source_plan.source_id in held_for_cache:  # (the next source's load may have added its own)
+                write_cache(*held_for_cache.pop(source_plan.source_id))
             timings["compute"] = round(timings["compute"] + time.perf_counter() - tick, 3)
             say(f"  computed {len(source_plan.steps)} metric(s) on {source_plan.source_id} "
                 f"({time.perf_counter() - tick:.1f} s)")
-        for loaded, depends_on in held_for_cache:
+        for loaded, depends_on in held_for_cache.values():  # (sources not computed: a population failed)
             write_cache(loaded, depends_on)
         held_for_cache.clear()
         # What is reported and stored keeps the plan's order of sources, whatever order they ran in.
