@@ -40,6 +40,8 @@ def main(argv: list[str]) -> None:
         record["quarantined"] = result.quarantined
         record["run_id"] = result.run_id
         record["rows"] = {k: v.get("rows_read") for k, v in result.sources.items() if isinstance(v, dict)}
+        # Sources too big to hold, streamed through in parts (``metrics.sources.load_source_in_parts``).
+        record["parts"] = {k: v["parts"] for k, v in result.sources.items() if isinstance(v, dict) and v.get("parts")}
         record["db"] = str(db)
     else:
         import importlib

@@ -18,6 +18,7 @@ import datetime as dt
 import functools
 import operator
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -26,8 +27,8 @@ from metrics.plan import MetricStep, SourcePlan, age_band_labels
 from metrics.sqlfilter import compile_filter
 from metrics.stats import dsr, mean_ci_from_moments, proportion_ci, rate_ci
 
-__all__ = ["compute_source", "prepare_frame", "OUTPUT_COLUMNS", "period_bounds", "periods_changed", "sorted_people",
-           "sorted_people_exact"]
+__all__ = ["compute_source", "source_partials", "combine_partials", "finish_source", "Partials", "prepare_frame",
+           "OUTPUT_COLUMNS", "period_bounds", "periods_changed", "sorted_people", "sorted_people_exact"]
 
 OUTPUT_COLUMNS = [
     "metric_id", "metric_version", "place", "period_type", "period_start", "period_end", "breakdown", "group",
@@ -319,14 +320,14 @@ def _person_months(people: pl.DataFrame) -> pl.DataFrame:
             .drop("_date"))
 
 
-def _distinct_partials(person_months: pl.DataFrame, step: MetricStep, keys: list[str],
-                       first_month: dt.date, last_month: dt.date
+def _distinct_partials(person_months: pl.DataFrame, step: MetricStep, keys: list[str]
                        ) -> tuple[pl.LazyFrame | None, list[tuple[str, pl.LazyFrame]]]:
     """People counted once per period, in the cell of their first qualifying row of that period.
 
     Rows (``sorted_people``) shrink first to person-months (``_person_months``). Fixed periods
     count each person in their first month in the period: a flag per grain on each person-month,
-    summed by month and cell in one pass, then by period: returned as cells by period. Rolling windows avoid exploding every row into every window: a person-month
+    summed by month and cell in one pass, then by period: returned as cells by period (every
+    period, complete or not: ``finish_source`` keeps the complete ones). Rolling windows avoid exploding every row into every window: a person-month
     is the person's first month in exactly the windows ending from max(month, previous month +
     window) to month + window - 1, so each person-month adds +1 where that range starts and -1
     after it ends; returned as those deltas by window end (additive, so they sum into slices
@@ -352,7 +353,7 @@ def _distinct_partials(person_months: pl.DataFrame, step: MetricStep, keys: list
                     .agg(pl.col(f"_first_{grain}").sum().cast(pl.Float64).alias("numerator"))
                     .filter(pl.col("numerator") > 0)
                     .with_columns(pl.lit(grain).alias("period_type")))
-            fixed.append(_complete(part, first_month, last_month))
+            fixed.append(part)
     rolling = [(grain, _rolling_deltas(person_months.lazy(), by_month.lazy(), _rolling_months(grain), keys))
                for grain in step.grains if _rolling_months(grain)]
     return (pl.concat(fixed, how="diagonal_relaxed") if fixed else None), rolling
@@ -558,21 +559,147 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
     population sources that rates and DSRs divide by, by source id.
 
     ``only`` (``periods_changed``): compute just these metrics' periods, from the rows in them.
-    Which periods are complete is still judged on the whole frame."""
-    populations = populations or {}
-    source = catalogue.sources[plan.source_id]
+    Which periods are complete is still judged on the whole frame.
+
+    The rows are reduced to ``source_partials`` first, then finished (``finish_source``): a source
+    too big to hold is computed part by part (``combine_partials``) with exactly these numbers."""
     spans: dict[str, pl.Series] = {}
     if only is not None:
         frame, spans = _rows_for(plan, frame, only)
-    schemes = {s.age_bands for s in plan.steps}
-    lf = prepare_frame(frame, source, catalogue, schemes)
-    snapshot = plan.steps[0].snapshot_column
-    if snapshot:
-        lf = lf.with_columns(pl.col(snapshot).alias("period_start"), pl.col(snapshot).alias("period_end"))
-    columns = lf.collect_schema().names()
-    codes = _cell_codes(lf, catalogue, schemes)
-    filter_columns = [*source.all_columns, *(["period_start", "period_end"] if snapshot else [])]
+    partials = source_partials(plan, frame, catalogue, geography=geography)
+    del frame  # (the partials hold what the rows reduce to)
+    values = finish_source(plan, partials, catalogue, geography=geography, populations=populations, spans=spans)
+    if only is not None:
+        values = values.join(only.select("metric_id", *PERIOD).unique(), on=["metric_id", *PERIOD], how="semi")
+    return values
 
+
+@dataclass
+class Partials:
+    """What one source's rows reduce to before periods are completed and statistics worked out.
+
+    Every part is a sum over rows, or over people, so the partials of two sets of rows that share
+    no person (partitions of a source by a hash of its person id, ``combine_partials``) add up to
+    the partials of all of them.
+
+    - ``finest``: the additive metrics' finest cells (month index or snapshot period, coded cell
+      keys, geography) with each metric's ``{i}__num``, ``__den`` and ``__sq`` sums; None without
+      additive metrics.
+    - ``months``: for each distinct count, the first and last month of its date column.
+    - ``people``: for each distinct count, people by period and labelled cell (periods not yet
+      completed), and each rolling grain's deltas by window end (``_distinct_partials``)."""
+
+    schema: pl.Schema  # the source frame's columns: what the cell keys and codes are worked out from
+    finest: pl.DataFrame | None
+    months: dict[str, pl.Series] = field(default_factory=dict)
+    people: dict[str, tuple[pl.DataFrame | None, list[tuple[str, pl.DataFrame]]]] = field(default_factory=dict)
+
+
+_SUMMED = "^\\d+__.*$"  # the additive metrics' partial sums in ``Partials.finest``
+
+
+def combine_partials(parts: list[Partials]) -> Partials:
+    """The partials of several sets of rows with no person in common, as if computed on all of them."""
+    if len(parts) == 1:
+        return parts[0]
+
+    def summed(frames: list[pl.DataFrame], values: str | list[str]) -> pl.DataFrame:
+        whole = pl.concat(frames, how="vertical_relaxed")
+        keys = whole.drop(pl.col(values)).columns
+        return whole.group_by(keys).agg(pl.col(values).sum())
+
+    finest = ([p.finest for p in parts if p.finest is not None])
+    people = {}
+    for metric_id, (fixed, rolling) in parts[0].people.items():
+        fixed_parts = [f for p in parts if (f := p.people[metric_id][0]) is not None]
+        grains = [grain for grain, _ in rolling]
+        people[metric_id] = (
+            summed(fixed_parts, "numerator") if fixed_parts else None,
+            [(grain, summed([dict(p.people[metric_id][1])[grain] for p in parts], "_delta")) for grain in grains])
+    return Partials(schema=parts[0].schema, finest=summed(finest, _SUMMED) if finest else None,
+                    months={m: pl.concat([p.months[m] for p in parts]) for m in parts[0].months}, people=people)
+
+
+class _Context:
+    """The prepared frame's shape for one source: its columns, cell codes and filter columns."""
+
+    def __init__(self, plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue):
+        self.source = catalogue.sources[plan.source_id]
+        self.schemes = {s.age_bands for s in plan.steps}
+        lf = prepare_frame(frame, self.source, catalogue, self.schemes)
+        self.snapshot = plan.steps[0].snapshot_column
+        if self.snapshot:
+            lf = lf.with_columns(pl.col(self.snapshot).alias("period_start"), pl.col(self.snapshot).alias("period_end"))
+        self.lf = lf
+        self.columns = lf.collect_schema().names()
+        self.codes = _cell_codes(lf, catalogue, self.schemes)
+        self.filter_columns = [*self.source.all_columns, *(["period_start", "period_end"] if self.snapshot else [])]
+        self.additive = [s for s in plan.steps if not s.distinct]
+        self.distinct = [s for s in plan.steps if s.distinct]
+        self.all_keys = sorted({k for s in self.additive for k in _cell_keys(self.columns, s)})
+        self.time_keys = ["period_start", "period_end"] if self.snapshot else ["month"]
+
+
+def source_partials(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, *,
+                    geography: pl.DataFrame | None) -> Partials:
+    """One source's rows reduced to ``Partials``: one scan of the rows feeds everything."""
+    context = _Context(plan, frame, catalogue)
+    lf, codes, columns = context.lf, context.codes, context.columns
+    lookup = _lookup(geography)
+    # One scan of the rows feeds everything: the finest cells of the additive metrics and, for each
+    # distinct count, its qualifying rows and the months the extract covers (collected together so
+    # the prepared frame is computed once).
+    scans: list[pl.LazyFrame] = []
+    if context.additive:
+        period_keys = (context.time_keys if context.snapshot
+                       else [_month_index_of(frame, pl.col(context.additive[0].date_column).cast(pl.Date)).alias("month")])
+        flags = [e for i, s in enumerate(context.additive) for e in _flags(s, context.filter_columns, f"{i}__")]
+        scans.append(lf.with_columns(flags).group_by([*period_keys, *_coded(codes, context.all_keys)])
+                     .agg(pl.col(_SUMMED).sum()).join(lookup, on=LSOA, how="inner"))
+    else:
+        scans.append(pl.LazyFrame())
+    qualifying = {}
+    for step in context.distinct:
+        date = pl.col(step.date_column).cast(pl.Date)  # (the first and last date's months: truncating every row costs)
+        qualifying[step.metric_id] = _qualifying_rows(lf, step, context.filter_columns, _cell_keys(columns, step), codes)
+        scans += [sorted_people(qualifying[step.metric_id]),
+                  lf.select(pl.concat([date.min(), date.max()]).dt.truncate("1mo").alias("month"))]
+    scanned = pl.collect_all(scans)
+    partials = Partials(schema=frame.schema, finest=scanned[0] if context.additive else None)
+    rows_of = dict(zip((s.metric_id for s in context.distinct), scanned[1::2], strict=True))
+    partials.months = {s.metric_id: months.to_series()
+                       for s, months in zip(context.distinct, scanned[2::2], strict=True)}
+    del scanned, frame  # each step's rows are let go as soon as they are reduced to person-months
+    for step in context.distinct:
+        keys = _cell_keys(columns, step)
+        people = rows_of.pop(step.metric_id)
+        if people["_date"].null_count():  # a date the sort key can't hold: sort on the ids
+            people = sorted_people_exact(qualifying[step.metric_id]).collect()
+        person_months = _person_months(people)
+        del people
+        fixed, rolling = _distinct_partials(person_months, step, keys)
+        del person_months
+        fixed = (fixed.with_columns(_labelled(codes, keys)).join(lookup, on=LSOA, how="inner").collect()
+                 if fixed is not None else None)
+        rolling = [(grain, deltas.with_columns(_labelled(codes, keys)).join(lookup, on=LSOA, how="inner").collect())
+                   for grain, deltas in rolling]
+        partials.people[step.metric_id] = (fixed, rolling)
+    return partials
+
+
+def finish_source(plan: SourcePlan, partials: Partials, catalogue: Catalogue, *,
+                  geography: pl.DataFrame | None, populations: dict[str, pl.DataFrame] | None = None,
+                  spans: dict[str, pl.Series] | None = None) -> pl.DataFrame:
+    """``Partials`` → every metric of the source in long form (``OUTPUT_COLUMNS``): periods rolled
+    up and completed, slices summed, populations joined, statistics worked out.
+
+    ``spans``: the first and last month of a date column over the whole source, when the partials
+    come from some of its rows only (``compute_source``'s ``only``)."""
+    populations = populations or {}
+    spans = spans or {}
+    context = _Context(plan, pl.DataFrame(schema=partials.schema), catalogue)
+    source, codes, columns = context.source, context.codes, context.columns
+    snapshot, time_keys, additive = context.snapshot, context.time_keys, context.additive
     lookup = _lookup(geography)
     # Metrics dividing by the same population, filter, age bands and slices share its cells.
     pop_cells: dict[tuple, pl.DataFrame] = {}
@@ -588,40 +715,17 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
                                                   catalogue.sources[step.population_source], step, catalogue, lookup)
         slices.append((_slice_cells(cells, step, pop_cells.get(shared), keys), step, serves))
 
-    # One scan of the rows feeds everything: the finest cells of the additive metrics and, for each
-    # distinct count, its qualifying rows and the months the extract covers (collected together so
-    # the prepared frame is computed once).
-    additive = [s for s in plan.steps if not s.distinct]
-    distinct = [s for s in plan.steps if s.distinct]
-    scans: list[pl.LazyFrame] = []
-    if additive:
-        all_keys = sorted({k for s in additive for k in _cell_keys(columns, s)})
-        time_keys = ["period_start", "period_end"] if snapshot else ["month"]
-        period_keys = (time_keys if snapshot
-                       else [_month_index_of(frame, pl.col(additive[0].date_column).cast(pl.Date)).alias("month")])
-        flags = [e for i, s in enumerate(additive) for e in _flags(s, filter_columns, f"{i}__")]
-        scans.append(lf.with_columns(flags).group_by([*period_keys, *_coded(codes, all_keys)])
-                     .agg(pl.col("^\\d+__.*$").sum()).join(lookup, on=LSOA, how="inner"))
-    else:
-        scans.append(pl.LazyFrame())
-    qualifying = {}
-    for step in distinct:
-        date = pl.col(step.date_column).cast(pl.Date)  # (the first and last date's months: truncating every row costs)
-        qualifying[step.metric_id] = _qualifying_rows(lf, step, filter_columns, _cell_keys(columns, step), codes)
-        scans += [sorted_people(qualifying[step.metric_id]),
-                  lf.select(pl.concat([date.min(), date.max()]).dt.truncate("1mo").alias("month"))]
-    scanned = pl.collect_all(scans)
     most_cells = 0  # the most cells any slice is summed from (which engine suits them)
     if additive:
-        finest = scanned[0].with_columns(
-            *_labelled(codes, all_keys), *([] if snapshot else [_month_date(pl.col("month")).alias("month")]))
+        finest = partials.finest.with_columns(
+            *_labelled(codes, context.all_keys), *([] if snapshot else [_month_date(pl.col("month")).alias("month")]))
         if not snapshot:
             months = spans.get(additive[0].date_column, finest["month"])
             first_month, last_month = _coverage(source, months, [g for s in additive for g in s.grains])
         # Each slice's keys are summed from the finest cells once for every metric of the source
         # (metrics on one source mostly share their breakdowns), not once per metric.
         wanted = list(dict.fromkeys(tuple(keys) for step in additive for keys, _ in _slices(step)))
-        summed = pl.collect_all([finest.lazy().group_by([*time_keys, *keys]).agg(pl.col("^\\d+__.*$").sum())
+        summed = pl.collect_all([finest.lazy().group_by([*time_keys, *keys]).agg(pl.col(_SUMMED).sum())
                                  for keys in wanted], engine=_engine_for(finest.height))
         by_slice = dict(zip(wanted, summed, strict=True))
         del finest, summed  # (each metric's slices hold the sums they need)
@@ -642,26 +746,12 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
                                       how="diagonal_relaxed")
                 finish(cells, step, keys, serves)
         del by_slice
-    rows_of = dict(zip((s.metric_id for s in distinct), scanned[1::2], strict=True))
-    months_of = dict(zip((s.metric_id for s in distinct), scanned[2::2], strict=True))
-    del scanned  # each step's rows are let go as soon as they are reduced to person-months
-    for step in distinct:
-        keys = _cell_keys(columns, step)
-        months = months_of.pop(step.metric_id).to_series()
+    for step in context.distinct:
+        months = partials.months[step.metric_id]
         first_month, last_month = _coverage(source, spans.get(step.date_column, months), step.grains)
-        people = rows_of.pop(step.metric_id)
-        if people["_date"].null_count():  # a date the sort key can't hold: sort on the ids
-            people = sorted_people_exact(qualifying[step.metric_id]).collect()
-        person_months = _person_months(people)
-        del people
-        fixed, rolling = _distinct_partials(person_months, step, keys, first_month, last_month)
-        del person_months
-        fixed = (fixed.with_columns(_labelled(codes, keys)).join(lookup, on=LSOA, how="inner").collect()
-                 if fixed is not None else None)
-        rolling = [(grain, deltas.with_columns(_labelled(codes, keys)).join(lookup, on=LSOA, how="inner").collect())
-                   for grain, deltas in rolling]
+        fixed, rolling = partials.people[step.metric_id]
         most_cells = max([most_cells, *(cells.height for cells in [fixed, *dict(rolling).values()] if cells is not None)])
-        fixed = fixed.lazy() if fixed is not None else None
+        fixed = _complete(fixed.lazy(), first_month, last_month) if fixed is not None else None
         rolling = [(grain, deltas.lazy()) for grain, deltas in rolling]
         for slice_keys, serves in _slices(step):
             parts = [] if fixed is None else [
@@ -679,10 +769,7 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
                for c, (_, step, serves) in zip(cells, slices, strict=True)]
     del slices  # (and the cells they were summed from)
     frames = pl.collect_all(outputs, engine=_engine_for(max((c.height for c in cells), default=0)))
-    values = pl.concat([f.select(OUTPUT_COLUMNS) for f in frames], how="vertical_relaxed")
-    if only is not None:
-        values = values.join(only.select("metric_id", *PERIOD).unique(), on=["metric_id", *PERIOD], how="semi")
-    return values
+    return pl.concat([f.select(OUTPUT_COLUMNS) for f in frames], how="vertical_relaxed")
 
 
 def _rows_for(plan: SourcePlan, frame: pl.DataFrame, only: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, pl.Series]]:

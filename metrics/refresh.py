@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -42,14 +43,16 @@ from sqlalchemy import Engine
 
 import store
 import store.repository
-from metrics.compute import OUTPUT_COLUMNS, compute_source, periods_changed
+from metrics.compute import (OUTPUT_COLUMNS, combine_partials, compute_source, finish_source, periods_changed,
+                             source_partials)
 from metrics.definitions import Catalogue, MetricDefinition, load_catalogue
 from metrics.errors import SourceError
 from metrics.plan import build_plan
 from metrics import source_cache
 from metrics.benchmarks import read_fingertips
 from metrics.judge import inequality_indices, judge
-from metrics.sources import LoadedSource, fingerprint_files, load_source, source_files
+from metrics.sources import (LoadedSource, estimated_rows, fingerprint_files, load_source, load_source_in_parts,
+                             partition_key, source_files)
 
 __all__ = ["refresh", "RefreshResult", "ExtractChanged", "RefreshCancelled", "default_definitions_dir", "code_version",
            "definition_record"]
@@ -67,6 +70,37 @@ def _held_cache_budget() -> int:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 10
     except (AttributeError, ValueError, OSError):
         return 0
+
+
+def _part_rows() -> int:
+    """Rows of one source a refresh holds at once: a source with more is streamed through in parts
+    (``metrics.sources.load_source_in_parts``). ``OUTCOMES_PART_ROWS``, else one per 500 bytes of
+    the machine's memory (47 million rows on 24 GB: a refresh peaks near 200 bytes a row of its
+    biggest source, so a part takes under half the memory)."""
+    if os.environ.get("OUTCOMES_PART_ROWS"):
+        return max(1, int(os.environ["OUTCOMES_PART_ROWS"]))
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 500
+    except (AttributeError, ValueError, OSError):
+        return 50_000_000
+
+
+def _streamed(catalogue: Catalogue, plans: list, data_dir: Path, part_rows: int,
+              populations: Collection[str]) -> dict[str, tuple[list[str], int]]:
+    """The sources too big to hold, each with the column to split it by and how many parts."""
+    streamed = {}
+    for source_plan in plans:
+        source = catalogue.sources[source_plan.source_id]
+        by = partition_key(source, {s.count_distinct for s in source_plan.steps if s.distinct})
+        if by is None or source.id in populations:  # (a population is needed whole, by every source using it)
+            continue
+        try:
+            rows = estimated_rows(source, data_dir)
+        except (SourceError, OSError):
+            continue  # (the load reports it)
+        if rows > part_rows:
+            streamed[source.id] = (by, -(-rows // part_rows))
+    return streamed
 
 
 def default_definitions_dir() -> Path:
@@ -460,7 +494,10 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
     previous_sources = decision.previous_sources if decision else {}
     columns_needed = {p.source_id: p.columns for p in plan.sources}
 
-    def load(source_id: str, known: list[str] | None, cached: bool = False) -> LoadedSource | None:
+    def load(source_id: str, known: list[str] | None, cached: bool = False,
+             on_part: Callable[[pl.DataFrame], None] | None = None) -> LoadedSource | None:
+        """A source loaded, or None if it failed; with ``on_part``, streamed through in parts
+        (``streamed``) that are handed to it."""
         checkpoint()
         started = time.perf_counter()
         identity = _identity(catalogue, source_id, as_of)
@@ -477,9 +514,18 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
                 lambda: _recorded_quarantine(previous_sources.get(source_id)))
         try:
             known_files = (decision.checked.get(source_id) or {}).get("files") if decision is not None else None
-            loaded = load_source(catalogue.sources[source_id], data_dir, as_of=as_of, known_lsoas=known,
-                                 columns=columns_needed.get(source_id), previous=previous_load,
-                                 known_files=known_files)
+            if on_part is not None:
+                by, parts = streamed[source_id]
+                work = cache_dir(engine) / "parts"
+                work.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryDirectory(prefix=f"{source_id}-", dir=work) as folder:
+                    loaded = load_source_in_parts(catalogue.sources[source_id], data_dir, by=by, parts=parts,
+                                                  work=Path(folder), on_part=on_part, as_of=as_of, known_lsoas=known,
+                                                  columns=columns_needed.get(source_id), known_files=known_files)
+            else:
+                loaded = load_source(catalogue.sources[source_id], data_dir, as_of=as_of, known_lsoas=known,
+                                     columns=columns_needed.get(source_id), previous=previous_load,
+                                     known_files=known_files)
         except SourceError as exc:
             _unchanged_while_read(catalogue, source_id, data_dir, before)
             sources[source_id] = {"status": "failed", "error": str(exc),
@@ -501,8 +547,11 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
             else:
                 write_cache(loaded, depends_on)
         sources[source_id] = _source_summary(loaded, time.perf_counter() - started, identity)
+        if loaded.parts:
+            sources[source_id]["parts"] = loaded.parts
         say(f"  {source_id}: {loaded.rows_valid:,} rows valid, {loaded.rows_quarantined:,} quarantined, "
-            f"{loaded.rows_superseded:,} superseded ({time.perf_counter() - started:.1f} s)")
+            f"{loaded.rows_superseded:,} superseded ({time.perf_counter() - started:.1f} s"
+            + (f", in {loaded.parts} parts)" if loaded.parts else ")"))
         return loaded
 
     def reuse(source_id: str) -> None:
@@ -543,6 +592,9 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
         reuse(pid)
     timings["load_validate"] = round(time.perf_counter() - tick, 3)
     timings["compute"] = 0.0
+    # Sources too big to hold are streamed through in parts, each reduced to partial sums as it is
+    # loaded (``source_partials``), so memory follows the part, not the source.
+    streamed = _streamed(catalogue, fresh, data_dir, _part_rows(), needed_populations)
 
     # The judge's thread takes work as soon as there is some: each source's SIIs (the slowest part
     # of judging) while the next source loads, then the judgements, while the store writes.
@@ -560,12 +612,24 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
         upcoming: Future[LoadedSource | None] | None = None
         for position, source_plan in enumerate(order):
             tick = time.perf_counter()
-            if upcoming is None:
-                upcoming = loading.submit(load, source_plan.source_id, known, True)
-            loaded, upcoming = upcoming.result(), None
+            partials, reducing = [], [0.0]  # a streamed source's parts' partials; seconds spent reducing them
+
+            def reduce_part(frame: pl.DataFrame, source_plan=source_plan, partials=partials, reducing=reducing) -> None:
+                started = time.perf_counter()
+                partials.append(source_partials(source_plan, frame, catalogue, geography=geo_frame))
+                reducing[0] += time.perf_counter() - started
+
+            if source_plan.source_id in streamed:  # (loaded and reduced part by part, here)
+                loaded = load(source_plan.source_id, known, False, on_part=reduce_part)
+            else:
+                if upcoming is None:
+                    upcoming = loading.submit(load, source_plan.source_id, known, True)
+                loaded, upcoming = upcoming.result(), None
             # (Only the time waited for a load counts: a load beside a compute isn't counted twice.)
-            timings["load_validate"] = round(timings["load_validate"] + time.perf_counter() - tick, 3)
-            if position + 1 < len(order) and (loaded is None or loaded.frame.estimated_size() <= held_cache_budget):
+            timings["load_validate"] = round(timings["load_validate"] + time.perf_counter() - tick - reducing[0], 3)
+            timings["compute"] = round(timings["compute"] + reducing[0], 3)
+            if (position + 1 < len(order) and order[position + 1].source_id not in streamed
+                    and (loaded is None or loaded.frame.estimated_size() <= held_cache_budget)):
                 upcoming = loading.submit(load, order[position + 1].source_id, known, True)
             pops = {s.population_source for s in source_plan.steps if s.population_source}
             if loaded is None or any(populations.get(p) is None for p in pops):
@@ -584,9 +648,16 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
                 values.append(earlier.drop("run_id").join(only, on=["metric_id", "period_type", "period_start",
                                                                     "period_end"], how="anti"))
                 sources[source_plan.source_id]["periods_recomputed"] = only.height
-            if only is None or only.height:
+            if partials:  # (streamed: the parts' partials, finished as one)
+                computed = finish_source(source_plan, combine_partials(partials), catalogue, geography=geo_frame,
+                                         populations={p: populations[p].frame for p in pops})
+                partials.clear()
+            elif only is None or only.height:
                 computed = compute_source(source_plan, loaded.frame, catalogue, geography=geo_frame,
                                           populations={p: populations[p].frame for p in pops}, only=only)
+            else:
+                computed = None
+            if computed is not None:
                 values.append(computed)
                 _raise_if_failed(simulated)  # (an earlier source's SIIs: fail now, not after every load)
                 simulated.append(judging.submit(_inequality_indices, computed, run_id, catalogue))

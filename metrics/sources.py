@@ -20,7 +20,8 @@ from __future__ import annotations
 import codecs
 import datetime as dt
 import hashlib
-from collections.abc import Collection, Mapping
+import shutil
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,8 @@ from metrics.definitions import ColumnSpec, SourceDefinition
 from metrics.errors import SourceError
 from metrics.sqlfilter import compile_filter
 
-__all__ = ["LoadedSource", "PreviousLoad", "appended_files", "load_source", "build_schema", "fingerprint_files", "source_files", "QUARANTINE_SCHEMA"]
+__all__ = ["LoadedSource", "PreviousLoad", "appended_files", "load_source", "load_source_in_parts", "partition_key",
+           "estimated_rows", "build_schema", "fingerprint_files", "source_files", "QUARANTINE_SCHEMA"]
 
 POLARS_TYPES: dict[str, pl.DataType] = {
     "string": pl.String(),
@@ -65,6 +67,9 @@ QUARANTINE_SCHEMA = {
     "row_json": pl.String,
 }
 _FILE, _ROW = "_file", "_row"
+# A part file (``load_source_in_parts``) keeps each row's extract file and row number, so that
+# quarantine records name the file and row the analyst has, not the part.
+_SOURCE_FILE, _SOURCE_ROW = "__source_file", "__source_row"
 _POSITION = "_position"  # a row's position among the rows kept from the files read
 _VALIDATION_BATCH_ROWS = 1_000_000
 
@@ -87,10 +92,14 @@ class LoadedSource:
     # With a PreviousLoad none of whose rows were replaced: how many leading rows of ``frame`` are
     # exactly its frame (the rest came from the new files). None otherwise.
     extends: int | None = None
+    # Loaded in parts (``load_source_in_parts``): each part's rows went to its consumer, so ``frame``
+    # is empty; this many rows were kept in all, in this many parts.
+    rows_kept: int | None = None
+    parts: int | None = None
 
     @property
     def rows_valid(self) -> int:
-        return self.frame.height
+        return self.frame.height if self.rows_kept is None else self.rows_kept
 
     @property
     def rows_quarantined(self) -> int:
@@ -186,7 +195,13 @@ def check_file(source: SourceDefinition, path: Path) -> None:
                                      "binary or a damaged/sparse file, not CSV text", file=path)
 
 
-def _read_file(source: SourceDefinition, path: Path) -> pl.DataFrame:
+def _read_file(source: SourceDefinition, path: Path, *, part: bool = False) -> pl.DataFrame:
+    """A file's declared columns, with each row's file (``_FILE``) and row number (``_ROW``);
+    ``part``: a part file, whose rows carry their extract file and row number."""
+    if part:
+        frame = pl.read_parquet(path)
+        return frame.select(*source.columns, pl.col(_SOURCE_FILE).cast(pl.Categorical).alias(_FILE),
+                            pl.col(_SOURCE_ROW).cast(pl.Int64).alias(_ROW))
     if path.stat().st_size == 0:
         raise SourceError(source.id, "file is empty (0 bytes): expected a header row and data", file=path)
     try:
@@ -245,11 +260,18 @@ def _read_groups(files: list[tuple[Path, dict]]) -> list[list[tuple[Path, dict, 
     return groups
 
 
-def _read_parquet_group(source: SourceDefinition, paths: list[Path], counts: list[int]) -> pl.DataFrame | None:
+def _read_parquet_group(source: SourceDefinition, paths: list[Path], counts: list[int], *,
+                        part: bool = False) -> pl.DataFrame | None:
     """Several Parquet files (of ``counts`` rows) in one frame, as ``_read_file`` would give them
     one by one and concatenated; None if they can't be read together (different columns or types,
     a problem in one): then each file is read on its own, so that a problem is reported for its file."""
     declared = list(source.columns)
+    if part:
+        schemas = [pl.read_parquet_schema(path) for path in paths]
+        if any(schema != schemas[0] for schema in schemas):
+            return None
+        return pl.read_parquet(paths).select(*declared, pl.col(_SOURCE_FILE).cast(pl.Categorical).alias(_FILE),
+                                             pl.col(_SOURCE_ROW).cast(pl.Int64).alias(_ROW))
     try:
         schemas = [pl.read_parquet_schema(path) for path in paths]
         if any(schema != schemas[0] for schema in schemas) or any(c not in schemas[0] for c in declared):
@@ -689,9 +711,11 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
 
 def _read_and_validate(source: SourceDefinition, files: list[Path], prints: list[dict],
                        previous: PreviousLoad | None, new_files: list[str] | None, *, as_of: dt.date,
-                       known_lsoas: list[str] | None, columns: Collection[str] | None) -> LoadedSource:
+                       known_lsoas: list[str] | None, columns: Collection[str] | None,
+                       part: bool = False) -> LoadedSource:
     """``load_source`` once its files are listed and checked: ``prints`` are their fingerprints (or,
-    while they are being taken, entries in which each file's row count is recorded as it is read)."""
+    while they are being taken, entries in which each file's row count is recorded as it is read).
+    ``part``: the files are one part's (``load_source_in_parts``)."""
     schema = build_schema(source, as_of=as_of, known_lsoas=known_lsoas)
     keep = None
     if columns is not None:
@@ -767,7 +791,8 @@ def _read_and_validate(source: SourceDefinition, files: list[Path], prints: list
 
     for group in _read_groups(to_read):
         paths = [path for path, _, _ in group]
-        raw = _read_parquet_group(source, paths, [count for _, _, count in group]) if len(group) > 1 else None
+        raw = (_read_parquet_group(source, paths, [count for _, _, count in group], part=part) if len(group) > 1
+               else None)
         files_read += len(group)
         if raw is not None:
             for _, fingerprint, count in group:
@@ -777,7 +802,7 @@ def _read_and_validate(source: SourceDefinition, files: list[Path], prints: list
         # One file, or files that can't be read together: each read and parsed on its own, so that
         # a problem is reported for its file and files may differ in how their columns are typed.
         for path, fingerprint, _ in group:
-            raw = _read_file(source, path)
+            raw = _read_file(source, path, part=part)
             fingerprint["rows"] = raw.height
             take(raw, path)
     if batch:
@@ -851,3 +876,107 @@ def _read_and_validate(source: SourceDefinition, files: list[Path], prints: list
                         extends=(previous.frame.height if previous is not None and (replaced is None or not replaced.height)
                                  else None))
 
+
+
+# --- sources too big to hold: loaded in parts ----------------------------------------------------
+
+
+def partition_key(source: SourceDefinition, people: Collection[str]) -> list[str] | None:
+    """The column to split a source's rows by so that each part can be loaded and computed on its
+    own with the numbers of the whole: every row of a key (resubmissions, duplicate keys) and every
+    row of a person counted once (``people``: the columns distinct counts count) in one part.
+
+    ``[]`` when any split will do (no key, nothing counted distinct); None when no column serves
+    (then the source is loaded whole). Only a text column is used: its parsed value is its text,
+    so rows the load treats as the same key are split alike whatever the file's format."""
+    keys = [list(key) for key in (source.dedup.key if source.dedup else None, source.key) if key]
+    people = set(people)
+    if not keys and not people:
+        return []
+    if len(people) > 1:
+        return None
+    for column in (people or keys[0]):
+        spec = source.columns.get(column)
+        if spec is not None and spec.type == "string" and all(column in key for key in keys):
+            return [column]
+    return None
+
+
+_CSV_BYTES_PER_ROW = 100  # for sizing a source before reading it: extract rows run to 60-150 bytes
+
+
+def estimated_rows(source: SourceDefinition, data_dir: str | Path) -> int:
+    """Rows in a source's files, without reading them: Parquet footers; a CSV file by its size."""
+    rows = 0
+    for path in source_files(source, Path(data_dir)):
+        counted = _parquet_rows(path) if path.suffix.lower() == ".parquet" else None
+        rows += counted if counted is not None else path.stat().st_size // _CSV_BYTES_PER_ROW
+    return rows
+
+
+def load_source_in_parts(source: SourceDefinition, data_dir: str | Path, *, by: list[str], parts: int,
+                         work: Path, on_part: Callable[[pl.DataFrame], None], as_of: dt.date | None = None,
+                         known_lsoas: list[str] | None = None, columns: Collection[str] | None = None,
+                         known_files: list[dict] | None = None) -> LoadedSource:
+    """``load_source`` for a source too big to hold at once: streamed through in ``parts``.
+
+    Each file is read once and its rows written to one Parquet file per part under ``work`` (a
+    hash of the ``by`` column, ``partition_key``, picks the part), each row keeping its extract
+    file and row number. Each part is then read, validated and de-duplicated on its own, handed to
+    ``on_part`` (which reduces it: ``metrics.compute.source_partials``) and let go, so memory
+    follows the largest part. As every key and every person falls in one part, the rows kept,
+    quarantined (with their files and row numbers) and superseded are exactly ``load_source``'s.
+    The result has all of them but an empty ``frame`` (``rows_kept`` says how many rows it had)."""
+    as_of = as_of or dt.date.today()
+    files = source_files(source, Path(data_dir))
+    for path in files:
+        check_file(source, path)
+    prints = fingerprint_files(files, known_files)
+    folders = [Path(work) / f"part-{number}" for number in range(1, parts + 1)]
+    part_of = (pl.col(by[0]).cast(pl.String).hash(seed=7) % parts if by else pl.col(_ROW) % parts).alias("_part")
+    rows_read = kept = superseded = 0
+    quarantine: list[pl.DataFrame] = []
+    warnings: list[str] = []
+    empty: pl.DataFrame | None = None
+    try:
+        for folder in folders:
+            folder.mkdir(parents=True)
+        for number, (path, fingerprint) in enumerate(zip(files, prints, strict=True)):
+            raw = _read_file(source, path)
+            fingerprint["rows"] = raw.height
+            rows_read += raw.height
+            _parse(source, raw.head(0), path)  # (a column of a type that can't be parsed: this file's problem)
+            split = raw.select(*source.columns, pl.col(_FILE).cast(pl.String).alias(_SOURCE_FILE),
+                               pl.col(_ROW).alias(_SOURCE_ROW), part_of)
+            del raw
+            # Named by the file's position, so each part reads its files in the extract's order (which
+            # decides ties between resubmissions).
+            for (index,), rows in split.partition_by("_part", as_dict=True, include_key=False).items():
+                rows.write_parquet(folders[index] / f"{number:06d}.parquet", compression="lz4", statistics=False)
+            del split
+        for folder in folders:
+            part_files = sorted(folder.iterdir())
+            if not part_files:
+                continue
+            loaded = _read_and_validate(source, part_files, [{"file": p.name} for p in part_files], None, None,
+                                        as_of=as_of, known_lsoas=known_lsoas, columns=columns, part=True)
+            shutil.rmtree(folder)
+            kept += loaded.frame.height
+            superseded += loaded.rows_superseded
+            quarantine.append(loaded.quarantine)
+            warnings += [w for w in loaded.warnings if w not in warnings]
+            empty = loaded.frame.clear()
+            on_part(loaded.frame)
+            del loaded
+    finally:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+    if empty is None:  # no rows at all: the (empty) files loaded as a whole
+        loaded = _read_and_validate(source, files, [{"file": p.name} for p in files], None, None, as_of=as_of,
+                                    known_lsoas=known_lsoas, columns=columns)
+        on_part(loaded.frame)
+        empty, quarantine = loaded.frame.clear(), [loaded.quarantine]
+    return LoadedSource(source=source, frame=empty,
+                        quarantine=pl.concat(quarantine, how="vertical").sort("file", "row_number"),
+                        files=prints, rows_read=rows_read, rows_superseded=superseded, warnings=warnings,
+                        files_read=len(files), rows_kept=kept, parts=parts)

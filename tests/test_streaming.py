@@ -1,0 +1,151 @@
+"""Sources too big to hold are streamed through in parts, with exactly the numbers of a whole load.
+
+A part holds every row of its people and keys (``partition_key``), so de-duplication, quarantine
+and distinct counts work within it, and the parts' partial sums add up (``combine_partials``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+import store
+from conftest import AS_OF, DEFINITIONS, PROJECT
+from metrics import compute, sources
+from metrics.definitions import load_catalogue
+from metrics.plan import build_plan
+from metrics.refresh import cache_dir, refresh
+
+PROJECT_DEFINITIONS = PROJECT / "definitions"
+DEMO_AS_OF = dt.date(2024, 8, 1)
+VALUE_KEY = ["metric_id", "place", "period_type", "period_start", "period_end", "breakdown", "group"]
+
+
+def _distinct(plan) -> set[str]:
+    return {s.count_distinct for s in plan.steps if s.distinct}
+
+
+def test_the_split_keeps_each_key_and_each_person_counted_in_one_part():
+    catalogue = load_catalogue(PROJECT_DEFINITIONS)
+    plans = {p.source_id: p for p in build_plan(catalogue).sources}
+    # Contacts: resubmissions are keyed by person, service request and contact; people are counted.
+    assert sources.partition_key(catalogue.sources["community_contacts"], _distinct(plans["community_contacts"])) == [
+        "person_id"]
+    # Spells: nobody is counted, so the resubmission key's text column will do.
+    assert sources.partition_key(catalogue.sources["inpatient_spells"], set()) == ["spell_id"]
+    # Mental health contacts are keyed by contact but count people: no column keeps both together.
+    assert sources.partition_key(catalogue.sources["mental_health_contacts"],
+                                 _distinct(plans["mental_health_contacts"])) is None
+    # Nothing keyed, nothing counted: any split will do.
+    unkeyed = catalogue.sources["inpatient_spells"].model_copy(update={"dedup": None, "key": None})
+    assert sources.partition_key(unkeyed, set()) == []
+    # A number isn't split on: "007" and "7" parse alike but hash apart.
+    numbered = unkeyed.model_copy(update={"key": ["admission_method"]})
+    assert sources.partition_key(numbered, {"admission_method"}) == ["admission_method"]
+    numeric = catalogue.sources["community_contacts"]
+    assert sources.partition_key(numeric, {"attendance_status"}) is None
+
+
+@pytest.fixture(scope="module", params=["csv", "parquet"])
+def demo(request, tmp_path_factory) -> Path:
+    """15 months of the whole catalogue's demo extracts at scale 0.01, with their defects."""
+    from metrics.demo import generate_demo_data
+
+    out = tmp_path_factory.mktemp(f"demo-{request.param}")
+    generate_demo_data(out, scale=0.01, months=15, fmt=request.param)
+    return out
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_every_source_loaded_and_computed_in_parts_matches_it_loaded_whole(demo, parts, tmp_path):
+    catalogue = load_catalogue(PROJECT_DEFINITIONS)
+    plan = build_plan(catalogue)
+    geography = sources.load_source(catalogue.sources["geography"], demo, as_of=DEMO_AS_OF)
+    known = geography.frame["lsoa_code"].to_list()
+    populations = {pid: sources.load_source(catalogue.sources[pid], demo, as_of=DEMO_AS_OF, known_lsoas=known).frame
+                   for pid in {s.population_source for p in plan.sources for s in p.steps if s.population_source}}
+    streamed = 0
+    for source_plan in plan.sources:
+        source = catalogue.sources[source_plan.source_id]
+        by = sources.partition_key(source, _distinct(source_plan))
+        if by is None:
+            continue
+        whole = sources.load_source(source, demo, as_of=DEMO_AS_OF, known_lsoas=known, columns=source_plan.columns)
+        handed: list[pl.DataFrame] = []
+        partials = []
+
+        def reduce(frame: pl.DataFrame, source_plan=source_plan, handed=handed, partials=partials) -> None:
+            handed.append(frame)
+            partials.append(compute.source_partials(source_plan, frame, catalogue, geography=geography.frame))
+
+        work = tmp_path / source.id
+        in_parts = sources.load_source_in_parts(source, demo, by=by, parts=parts, work=work, on_part=reduce,
+                                                as_of=DEMO_AS_OF, known_lsoas=known, columns=source_plan.columns)
+        # Every row where a whole load puts it: kept, quarantined (same file, row and rule) or superseded.
+        rows = pl.concat(handed).sort("_file", "_row")
+        assert_frame_equal(rows, whole.frame.sort("_file", "_row"), check_dtypes=False)
+        assert_frame_equal(in_parts.quarantine, whole.quarantine)
+        assert (in_parts.rows_read, in_parts.rows_valid, in_parts.rows_quarantined, in_parts.rows_superseded) == (
+            whole.rows_read, whole.rows_valid, whole.rows_quarantined, whole.rows_superseded)
+        assert in_parts.frame.is_empty() and in_parts.parts == parts
+        assert [f["file"] for f in in_parts.files] == [f["file"] for f in whole.files]
+        assert [f["rows"] for f in in_parts.files] == [f["rows"] for f in whole.files]
+        assert not any(work.iterdir())  # the parts' files are gone
+        if parts > 1 and whole.frame.height > 100:
+            assert len(handed) == parts and max(f.height for f in handed) < whole.frame.height
+            streamed += 1
+        # The same values, to the last digit but for the order floating-point sums were added in.
+        pops = {p: populations[p] for p in {s.population_source for s in source_plan.steps if s.population_source}}
+        expected = compute.compute_source(source_plan, whole.frame, catalogue, geography=geography.frame,
+                                          populations=pops)
+        got = compute.finish_source(source_plan, compute.combine_partials(partials), catalogue,
+                                    geography=geography.frame, populations=pops)
+        assert_frame_equal(got.sort(VALUE_KEY), expected.sort(VALUE_KEY), check_exact=False, rel_tol=1e-12)
+    assert streamed >= (10 if parts > 1 else 0)
+
+
+def _published(engine) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    values = store.read_values(engine).drop("run_id").sort(VALUE_KEY)
+    quarantine = store.read_quarantine(engine).drop("run_id", strict=False).sort("source_id", "file", "row_number",
+                                                                                    "rule")
+    return values, quarantine, store.read_run(engine)["sources"]
+
+
+def test_a_refresh_streams_sources_too_big_to_hold_and_publishes_what_a_whole_load_would(
+        handbuilt_dir, tmp_path, monkeypatch):
+    whole_engine = store.get_engine(f"sqlite:///{tmp_path / 'whole.db'}")
+    refresh(handbuilt_dir, definitions_dir=DEFINITIONS, engine=whole_engine, as_of=AS_OF)
+    monkeypatch.setenv("OUTCOMES_PART_ROWS", "4")  # the hand-built extracts hold 9-18 rows a source
+    streamed_engine = store.get_engine(f"sqlite:///{tmp_path / 'streamed.db'}")
+    messages: list[str] = []
+    result = refresh(handbuilt_dir, definitions_dir=DEFINITIONS, engine=streamed_engine, as_of=AS_OF,
+                     progress=messages.append)
+    assert result.status == "published"
+    whole_values, whole_quarantine, whole_sources = _published(whole_engine)
+    values, quarantine, recorded = _published(streamed_engine)
+    assert_frame_equal(values, whole_values, check_exact=False, rel_tol=1e-12)
+    assert_frame_equal(quarantine, whole_quarantine)
+    assert recorded["inpatient_spells"]["parts"] > 1 and recorded["community_contacts"]["parts"] > 1
+    assert "parts" not in recorded["population"]  # (a population is loaded whole, for every metric using it)
+    drop = {"seconds", "parts"}
+    for source_id, summary in whole_sources.items():
+        assert {k: v for k, v in recorded[source_id].items() if k not in drop} == {
+            k: v for k, v in summary.items() if k not in drop}, source_id
+    assert any("in 5 parts" in m for m in messages if m.strip().startswith("inpatient_spells"))
+    assert not any((cache_dir(streamed_engine) / "parts").iterdir())
+
+
+def test_a_streamed_source_with_a_broken_file_fails_naming_that_file(handbuilt_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("OUTCOMES_PART_ROWS", "4")
+    engine = store.get_engine(f"sqlite:///{tmp_path / 'o.db'}")
+    broken = handbuilt_dir / "inpatient_spells" / "spells_2024-06.csv"
+    broken.write_text(broken.read_text().replace("admission_date", "admitted", 1))
+    result = refresh(handbuilt_dir, definitions_dir=DEFINITIONS, engine=engine, as_of=AS_OF)
+    assert result.failed_sources == ["inpatient_spells"]
+    error = store.read_run(engine)["sources"]["inpatient_spells"]["error"]
+    assert "spells_2024-06.csv" in error and "missing column(s) admission_date" in error
+    assert not any((cache_dir(engine) / "parts").iterdir())
