@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -516,12 +515,9 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
             known_files = (decision.checked.get(source_id) or {}).get("files") if decision is not None else None
             if on_part is not None:
                 by, parts = streamed[source_id]
-                work = cache_dir(engine) / "parts"
-                work.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryDirectory(prefix=f"{source_id}-", dir=work) as folder:
-                    loaded = load_source_in_parts(catalogue.sources[source_id], data_dir, by=by, parts=parts,
-                                                  work=Path(folder), on_part=on_part, as_of=as_of, known_lsoas=known,
-                                                  columns=columns_needed.get(source_id), known_files=known_files)
+                loaded = load_source_in_parts(catalogue.sources[source_id], data_dir, by=by, parts=parts,
+                                              on_part=on_part, as_of=as_of, known_lsoas=known,
+                                              columns=columns_needed.get(source_id), known_files=known_files)
             else:
                 loaded = load_source(catalogue.sources[source_id], data_dir, as_of=as_of, known_lsoas=known,
                                      columns=columns_needed.get(source_id), previous=previous_load,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import codecs
 import datetime as dt
 import hashlib
-import shutil
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from metrics.definitions import ColumnSpec, SourceDefinition
 from metrics.errors import SourceError
 from metrics.sqlfilter import compile_filter
 
-__all__ = ["LoadedSource", "PreviousLoad", "appended_files", "load_source", "load_source_in_parts", "partition_key",
+__all__ = ["LoadedSource", "PreviousLoad", "Part", "appended_files", "load_source", "load_source_in_parts", "partition_key",
            "estimated_rows", "build_schema", "fingerprint_files", "source_files", "QUARANTINE_SCHEMA"]
 
 POLARS_TYPES: dict[str, pl.DataType] = {
@@ -67,9 +66,21 @@ QUARANTINE_SCHEMA = {
     "row_json": pl.String,
 }
 _FILE, _ROW = "_file", "_row"
-# A part file (``load_source_in_parts``) keeps each row's extract file and row number, so that
-# quarantine records name the file and row the analyst has, not the part.
-_SOURCE_FILE, _SOURCE_ROW = "__source_file", "__source_row"
+
+
+@dataclass(frozen=True)
+class Part:
+    """Part ``index`` (from 0) of ``of`` of a source's rows (``load_source_in_parts``): the rows
+    whose ``by`` column's text hashes to it, or with ``by`` empty, every ``of``-th row of a file."""
+
+    by: tuple[str, ...]
+    index: int
+    of: int
+
+    def rows(self) -> pl.Expr:
+        """True for this part's rows of a file as read (its own columns and ``_ROW``)."""
+        hashed = pl.col(self.by[0]).cast(pl.String).hash(seed=7) if self.by else pl.col(_ROW)
+        return hashed % self.of == self.index
 _POSITION = "_position"  # a row's position among the rows kept from the files read
 _VALIDATION_BATCH_ROWS = 1_000_000
 
@@ -195,17 +206,15 @@ def check_file(source: SourceDefinition, path: Path) -> None:
                                      "binary or a damaged/sparse file, not CSV text", file=path)
 
 
-def _read_file(source: SourceDefinition, path: Path, *, part: bool = False) -> pl.DataFrame:
+def _read_file(source: SourceDefinition, path: Path, *, part: Part | None = None) -> pl.DataFrame:
     """A file's declared columns, with each row's file (``_FILE``) and row number (``_ROW``);
-    ``part``: a part file, whose rows carry their extract file and row number."""
-    if part:
-        frame = pl.read_parquet(path)
-        return frame.select(*source.columns, pl.col(_SOURCE_FILE).cast(pl.Categorical).alias(_FILE),
-                            pl.col(_SOURCE_ROW).cast(pl.Int64).alias(_ROW))
+    ``part``: only that part's rows (numbered as in the whole file)."""
     if path.stat().st_size == 0:
         raise SourceError(source.id, "file is empty (0 bytes): expected a header row and data", file=path)
     try:
-        if path.suffix.lower() == ".parquet":
+        if path.suffix.lower() == ".parquet" and part is not None:
+            frame = _scan_part(source, path, part)
+        elif path.suffix.lower() == ".parquet":
             frame = pl.read_parquet(path)
         else:
             # Read every column as text: types are parsed per declared column, so one bad value
@@ -230,9 +239,25 @@ def _read_file(source: SourceDefinition, path: Path, *, part: bool = False) -> p
                                          f"{frame.columns[0][:80]!r}); expected a comma-separated file", file=path)
         raise SourceError(source.id, f"missing column(s) {', '.join(missing)}; expected columns: "
                                      f"{', '.join(declared)}", file=path, column=missing[0])
-    return frame.select(declared).with_columns(
+    if part is not None and path.suffix.lower() == ".parquet":  # (``_scan_part``: rows numbered already)
+        return frame.select(*declared, pl.lit(path.name, pl.Categorical).alias(_FILE), pl.col(_ROW).cast(pl.Int64))
+    frame = frame.select(declared).with_columns(
         pl.lit(path.name, pl.Categorical).alias(_FILE), pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(_ROW)
     )
+    return frame.filter(part.rows()) if part is not None else frame
+
+
+def _scan_part(source: SourceDefinition, path: Path, part: Part) -> pl.DataFrame:
+    """One part's rows of a Parquet file, numbered as in the file (``_ROW``), with its columns as
+    named there (``_read_file`` checks them). Polars' streaming engine reads a file for one part
+    of its rows at little more than a third of the cost of reading all of them."""
+    names = pl.read_parquet_schema(path)
+    renamed = {c: c.lstrip("\ufeff").strip() for c in names}
+    wanted = [c for c in names if renamed[c] in source.columns]
+    if len(wanted) < len(source.columns):  # (a column missing: read the header only, for the message)
+        return pl.read_parquet(path, n_rows=0)
+    return (pl.scan_parquet(path).select(wanted).rename(renamed, strict=False)
+            .with_row_index(_ROW, offset=1).filter(part.rows()).collect(engine="streaming"))
 
 
 def _parquet_rows(path: Path) -> int | None:
@@ -261,21 +286,21 @@ def _read_groups(files: list[tuple[Path, dict]]) -> list[list[tuple[Path, dict, 
 
 
 def _read_parquet_group(source: SourceDefinition, paths: list[Path], counts: list[int], *,
-                        part: bool = False) -> pl.DataFrame | None:
+                        part: Part | None = None) -> pl.DataFrame | None:
     """Several Parquet files (of ``counts`` rows) in one frame, as ``_read_file`` would give them
     one by one and concatenated; None if they can't be read together (different columns or types,
-    a problem in one): then each file is read on its own, so that a problem is reported for its file."""
+    a problem in one): then each file is read on its own, so that a problem is reported for its file.
+    ``part``: only that part's rows of each file."""
     declared = list(source.columns)
-    if part:
-        schemas = [pl.read_parquet_schema(path) for path in paths]
-        if any(schema != schemas[0] for schema in schemas):
-            return None
-        return pl.read_parquet(paths).select(*declared, pl.col(_SOURCE_FILE).cast(pl.Categorical).alias(_FILE),
-                                             pl.col(_SOURCE_ROW).cast(pl.Int64).alias(_ROW))
     try:
         schemas = [pl.read_parquet_schema(path) for path in paths]
         if any(schema != schemas[0] for schema in schemas) or any(c not in schemas[0] for c in declared):
             return None
+        if part is not None:  # (each file scanned for the part's rows, all at once)
+            scans = [pl.scan_parquet(path).select(declared).with_row_index(_ROW, offset=1).filter(part.rows())
+                     .with_columns(pl.lit(path.name, pl.Categorical).alias(_FILE)) for path in paths]
+            return pl.concat(pl.collect_all(scans, engine="streaming")).select(
+                *declared, _FILE, pl.col(_ROW).cast(pl.Int64))
         frame = pl.read_parquet(paths, columns=declared).select(declared)
     except Exception:
         return None
@@ -712,10 +737,10 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
 def _read_and_validate(source: SourceDefinition, files: list[Path], prints: list[dict],
                        previous: PreviousLoad | None, new_files: list[str] | None, *, as_of: dt.date,
                        known_lsoas: list[str] | None, columns: Collection[str] | None,
-                       part: bool = False) -> LoadedSource:
+                       part: Part | None = None) -> LoadedSource:
     """``load_source`` once its files are listed and checked: ``prints`` are their fingerprints (or,
     while they are being taken, entries in which each file's row count is recorded as it is read).
-    ``part``: the files are one part's (``load_source_in_parts``)."""
+    ``part``: only that part of the rows (``load_source_in_parts``); ``prints`` then count its rows."""
     schema = build_schema(source, as_of=as_of, known_lsoas=known_lsoas)
     keep = None
     if columns is not None:
@@ -795,8 +820,9 @@ def _read_and_validate(source: SourceDefinition, files: list[Path], prints: list
                else None)
         files_read += len(group)
         if raw is not None:
-            for _, fingerprint, count in group:
-                fingerprint["rows"] = count
+            counted = dict(raw[_FILE].cast(pl.String).value_counts().iter_rows()) if part is not None else {}
+            for path, fingerprint, count in group:
+                fingerprint["rows"] = count if part is None else counted.get(path.name, 0)
             take(raw, paths[0])  # (the files have one schema: a type error is every file's)
             continue
         # One file, or files that can't be read together: each read and parsed on its own, so that
@@ -915,67 +941,47 @@ def estimated_rows(source: SourceDefinition, data_dir: str | Path) -> int:
 
 
 def load_source_in_parts(source: SourceDefinition, data_dir: str | Path, *, by: list[str], parts: int,
-                         work: Path, on_part: Callable[[pl.DataFrame], None], as_of: dt.date | None = None,
+                         on_part: Callable[[pl.DataFrame], None], as_of: dt.date | None = None,
                          known_lsoas: list[str] | None = None, columns: Collection[str] | None = None,
                          known_files: list[dict] | None = None) -> LoadedSource:
     """``load_source`` for a source too big to hold at once: streamed through in ``parts``.
 
-    Each file is read once and its rows written to one Parquet file per part under ``work`` (a
-    hash of the ``by`` column, ``partition_key``, picks the part), each row keeping its extract
-    file and row number. Each part is then read, validated and de-duplicated on its own, handed to
-    ``on_part`` (which reduces it: ``metrics.compute.source_partials``) and let go, so memory
-    follows the largest part. As every key and every person falls in one part, the rows kept,
-    quarantined (with their files and row numbers) and superseded are exactly ``load_source``'s.
-    The result has all of them but an empty ``frame`` (``rows_kept`` says how many rows it had)."""
+    Each part is the rows whose ``by`` column (``partition_key``) hashes to it. Part by part, every
+    file is read for that part's rows only (a Parquet file by Polars' streaming engine; a CSV file
+    is read whole and filtered), numbered as in the file; the part is validated and de-duplicated
+    on its own, handed to ``on_part`` (which reduces it: ``metrics.compute.source_partials``) and let
+    go, so memory follows the largest part. As every key and every person falls in one part, the
+    rows kept, quarantined (with their files and row numbers) and superseded are exactly
+    ``load_source``'s. The result has all of them but an empty ``frame`` (``rows_kept`` counts it)."""
     as_of = as_of or dt.date.today()
     files = source_files(source, Path(data_dir))
     for path in files:
         check_file(source, path)
-    prints = fingerprint_files(files, known_files)
-    folders = [Path(work) / f"part-{number}" for number in range(1, parts + 1)]
-    part_of = (pl.col(by[0]).cast(pl.String).hash(seed=7) % parts if by else pl.col(_ROW) % parts).alias("_part")
+    pool = ThreadPoolExecutor(1, thread_name_prefix=f"hash-{source.id}")  # (hashlib lets go of the GIL)
+    hashing = pool.submit(fingerprint_files, files, known_files)
+    pool.shutdown(wait=False)
+    rows_of_file = [0] * len(files)
     rows_read = kept = superseded = 0
     quarantine: list[pl.DataFrame] = []
     warnings: list[str] = []
-    empty: pl.DataFrame | None = None
     try:
-        for folder in folders:
-            folder.mkdir(parents=True)
-        for number, (path, fingerprint) in enumerate(zip(files, prints, strict=True)):
-            raw = _read_file(source, path)
-            fingerprint["rows"] = raw.height
-            rows_read += raw.height
-            _parse(source, raw.head(0), path)  # (a column of a type that can't be parsed: this file's problem)
-            split = raw.select(*source.columns, pl.col(_FILE).cast(pl.String).alias(_SOURCE_FILE),
-                               pl.col(_ROW).alias(_SOURCE_ROW), part_of)
-            del raw
-            # Named by the file's position, so each part reads its files in the extract's order (which
-            # decides ties between resubmissions).
-            for (index,), rows in split.partition_by("_part", as_dict=True, include_key=False).items():
-                rows.write_parquet(folders[index] / f"{number:06d}.parquet", compression="lz4", statistics=False)
-            del split
-        for folder in folders:
-            part_files = sorted(folder.iterdir())
-            if not part_files:
-                continue
-            loaded = _read_and_validate(source, part_files, [{"file": p.name} for p in part_files], None, None,
-                                        as_of=as_of, known_lsoas=known_lsoas, columns=columns, part=True)
-            shutil.rmtree(folder)
+        for index in range(parts):
+            counted = [{"file": path.name} for path in files]
+            loaded = _read_and_validate(source, files, counted, None, None, as_of=as_of, known_lsoas=known_lsoas,
+                                        columns=columns, part=Part(tuple(by), index, parts))
+            rows_of_file = [total + entry.get("rows", 0) for total, entry in zip(rows_of_file, counted, strict=True)]
+            rows_read += loaded.rows_read
             kept += loaded.frame.height
             superseded += loaded.rows_superseded
             quarantine.append(loaded.quarantine)
             warnings += [w for w in loaded.warnings if w not in warnings]
+            if loaded.frame.height or (index == parts - 1 and not kept):  # (an empty source: once, empty)
+                on_part(loaded.frame)
             empty = loaded.frame.clear()
-            on_part(loaded.frame)
             del loaded
     finally:
-        for folder in folders:
-            shutil.rmtree(folder, ignore_errors=True)
-    if empty is None:  # no rows at all: the (empty) files loaded as a whole
-        loaded = _read_and_validate(source, files, [{"file": p.name} for p in files], None, None, as_of=as_of,
-                                    known_lsoas=known_lsoas, columns=columns)
-        on_part(loaded.frame)
-        empty, quarantine = loaded.frame.clear(), [loaded.quarantine]
+        wait([hashing])
+    prints = [{**hashed, "rows": rows} for hashed, rows in zip(hashing.result(), rows_of_file, strict=True)]
     return LoadedSource(source=source, frame=empty,
                         quarantine=pl.concat(quarantine, how="vertical").sort("file", "row_number"),
                         files=prints, rows_read=rows_read, rows_superseded=superseded, warnings=warnings,
