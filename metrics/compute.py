@@ -604,9 +604,9 @@ def combine_partials(parts: list[Partials]) -> Partials:
         return parts[0]
 
     def summed(frames: list[pl.DataFrame], values: str | list[str]) -> pl.DataFrame:
-        whole = pl.concat(frames, how="vertical_relaxed")
+        whole = pl.concat([f.select(frames[0].columns) for f in frames], how="vertical_relaxed")
         keys = whole.drop(pl.col(values)).columns
-        return whole.group_by(keys).agg(pl.col(values).sum())
+        return whole.group_by(keys).agg(pl.col(values).sum()).select(whole.columns)  # (the parts' column order)
 
     finest = ([p.finest for p in parts if p.finest is not None])
     people = {}

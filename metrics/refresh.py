@@ -608,11 +608,14 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
         upcoming: Future[LoadedSource | None] | None = None
         for position, source_plan in enumerate(order):
             tick = time.perf_counter()
-            partials, reducing = [], [0.0]  # a streamed source's parts' partials; seconds spent reducing them
+            partials, reducing = [], [0.0]  # a streamed source's parts' partials so far; seconds spent reducing them
 
             def reduce_part(frame: pl.DataFrame, source_plan=source_plan, partials=partials, reducing=reducing) -> None:
                 started = time.perf_counter()
-                partials.append(source_partials(source_plan, frame, catalogue, geography=geo_frame))
+                # Added into one running total as each part comes: the cells of every part (nearly
+                # all cells at national scale) are never held side by side.
+                partials[:] = [combine_partials([*partials, source_partials(source_plan, frame, catalogue,
+                                                                            geography=geo_frame)])]
                 reducing[0] += time.perf_counter() - started
 
             if source_plan.source_id in streamed:  # (loaded and reduced part by part, here)
@@ -645,7 +648,7 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
                                                                     "period_end"], how="anti"))
                 sources[source_plan.source_id]["periods_recomputed"] = only.height
             if partials:  # (streamed: the parts' partials, finished as one)
-                computed = finish_source(source_plan, combine_partials(partials), catalogue, geography=geo_frame,
+                computed = finish_source(source_plan, partials[0], catalogue, geography=geo_frame,
                                          populations={p: populations[p].frame for p in pops})
                 partials.clear()
             elif only is None or only.height:
