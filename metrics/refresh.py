@@ -627,7 +627,9 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
             # (Only the time waited for a load counts: a load beside a compute isn't counted twice.)
             timings["load_validate"] = round(timings["load_validate"] + time.perf_counter() - tick - reducing[0], 3)
             timings["compute"] = round(timings["compute"] + reducing[0], 3)
-            if (position + 1 < len(order) and order[position + 1].source_id not in streamed
+            # The next source loads beside this one's compute only if neither is streamed (a streamed
+            # source's parts are as big as memory allows).
+            if (position + 1 < len(order) and not {source_plan.source_id, order[position + 1].source_id} & set(streamed)
                     and (loaded is None or loaded.frame.estimated_size() <= held_cache_budget)):
                 upcoming = loading.submit(load, order[position + 1].source_id, known, True)
             pops = {s.population_source for s in source_plan.steps if s.population_source}
