@@ -494,7 +494,7 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
     columns_needed = {p.source_id: p.columns for p in plan.sources}
 
     def load(source_id: str, known: list[str] | None, cached: bool = False,
-             on_part: Callable[[pl.DataFrame], None] | None = None) -> LoadedSource | None:
+             on_part: Callable[[list[pl.DataFrame]], None] | None = None) -> LoadedSource | None:
         """A source loaded, or None if it failed; with ``on_part``, streamed through in parts
         (``streamed``) that are handed to it."""
         checkpoint()
@@ -610,12 +610,15 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
             tick = time.perf_counter()
             partials, reducing = [], [0.0]  # a streamed source's parts' partials so far; seconds spent reducing them
 
-            def reduce_part(frame: pl.DataFrame, source_plan=source_plan, partials=partials, reducing=reducing) -> None:
+            def reduce_part(rows: list[pl.DataFrame], source_plan=source_plan, partials=partials,
+                            reducing=reducing) -> None:
                 started = time.perf_counter()
+                frame = rows.pop()
+                reduced = source_partials(source_plan, frame, catalogue, geography=geo_frame)
+                del frame  # (the part's rows go before the sums are added: at national scale both are GBs)
                 # Added into one running total as each part comes: the cells of every part (nearly
                 # all cells at national scale) are never held side by side.
-                partials[:] = [combine_partials([*partials, source_partials(source_plan, frame, catalogue,
-                                                                            geography=geo_frame)])]
+                partials[:] = [combine_partials([*partials, reduced])]
                 reducing[0] += time.perf_counter() - started
 
             if source_plan.source_id in streamed:  # (loaded and reduced part by part, here)

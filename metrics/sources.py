@@ -938,7 +938,7 @@ def estimated_rows(source: SourceDefinition, data_dir: str | Path) -> int:
 
 
 def load_source_in_parts(source: SourceDefinition, data_dir: str | Path, *, by: list[str], parts: int,
-                         on_part: Callable[[pl.DataFrame], None], as_of: dt.date | None = None,
+                         on_part: Callable[[list[pl.DataFrame]], None], as_of: dt.date | None = None,
                          known_lsoas: list[str] | None = None, columns: Collection[str] | None = None,
                          known_files: list[dict] | None = None) -> LoadedSource:
     """``load_source`` for a source too big to hold at once: streamed through in ``parts``.
@@ -947,7 +947,9 @@ def load_source_in_parts(source: SourceDefinition, data_dir: str | Path, *, by: 
     file is read and filtered to that part's rows (numbered as in the file: one file's rows are held
     at a time, then the part's); the part is validated and de-duplicated
     on its own, handed to ``on_part`` (which reduces it: ``metrics.compute.source_partials``) and let
-    go, so memory follows the largest part. As every key and every person falls in one part, the
+    go, so memory follows the largest part (``on_part`` gets a list holding the part's frame alone,
+    and pops it: then the rows are freed as soon as it has reduced them, before it adds the result
+    to what it has so far). As every key and every person falls in one part, the
     rows kept, quarantined (with their files and row numbers) and superseded are exactly
     ``load_source``'s. The result has all of them but an empty ``frame`` (``rows_kept`` counts it)."""
     as_of = as_of or dt.date.today()
@@ -972,10 +974,11 @@ def load_source_in_parts(source: SourceDefinition, data_dir: str | Path, *, by: 
             superseded += loaded.rows_superseded
             quarantine.append(loaded.quarantine)
             warnings += [w for w in loaded.warnings if w not in warnings]
-            if loaded.frame.height or (index == parts - 1 and not kept):  # (an empty source: once, empty)
-                on_part(loaded.frame)
-            empty = loaded.frame.clear()
-            del loaded
+            empty, handed = loaded.frame.clear(), [loaded.frame]
+            del loaded  # (``handed`` is the only hold on the part's rows: ``on_part`` takes them from it)
+            if handed[0].height or (index == parts - 1 and not kept):  # (an empty source: once, empty)
+                on_part(handed)
+            handed.clear()
     finally:
         wait([hashing])
     prints = [{**hashed, "rows": rows} for hashed, rows in zip(hashing.result(), rows_of_file, strict=True)]

@@ -78,7 +78,8 @@ def test_every_source_loaded_and_computed_in_parts_matches_it_loaded_whole(demo,
         handed: list[pl.DataFrame] = []
         partials = []
 
-        def reduce(frame: pl.DataFrame, source_plan=source_plan, handed=handed, partials=partials) -> None:
+        def reduce(rows: list[pl.DataFrame], source_plan=source_plan, handed=handed, partials=partials) -> None:
+            frame = rows.pop()
             handed.append(frame)
             partials.append(compute.source_partials(source_plan, frame, catalogue, geography=geography.frame))
 
