@@ -608,14 +608,13 @@ def combine_partials(parts: list[Partials]) -> Partials:
         keys = whole.drop(pl.col(values)).columns
         return whole.group_by(keys).agg(pl.col(values).sum()).select(whole.columns)  # (the parts' column order)
 
-    finest = ([p.finest for p in parts if p.finest is not None])
+    finest = [p.finest for p in parts if p.finest is not None]
     people = {}
-    for metric_id, (fixed, rolling) in parts[0].people.items():
+    for metric_id, (_, rolling) in parts[0].people.items():
         fixed_parts = [f for p in parts if (f := p.people[metric_id][0]) is not None]
-        grains = [grain for grain, _ in rolling]
         people[metric_id] = (
             summed(fixed_parts, "numerator") if fixed_parts else None,
-            [(grain, summed([dict(p.people[metric_id][1])[grain] for p in parts], "_delta")) for grain in grains])
+            [(grain, summed([dict(p.people[metric_id][1])[grain] for p in parts], "_delta")) for grain, _ in rolling])
     return Partials(schema=parts[0].schema, finest=summed(finest, _SUMMED) if finest else None,
                     months={m: pl.concat([p.months[m] for p in parts]) for m in parts[0].months}, people=people)
 
