@@ -111,9 +111,9 @@ def write_report(results: dict, path: Path, chart: Path) -> None:
             "every identifier, and merged file by file (one file per month, as a region's extract would come).",
             "",
             "A source with more rows than the engine holds at once (one row per 500 bytes of the machine's "
-            "memory, `OUTCOMES_PART_ROWS` to change it) is streamed through in parts "
-            "(`metrics.sources.load_source_in_parts`): a part is the rows whose person (or resubmission key) hashes "
-            "to it; the files are read once per part and filtered to its rows, and each part is "
+            "memory) is streamed through in parts of one row per 1,500 bytes (`OUTCOMES_PART_ROWS` sets both; "
+            "`metrics.sources.load_source_in_parts`): a part is the rows whose person (or resubmission key) hashes "
+            "to it; the files are read once and split into their parts' rows on disk, and each part is read back, "
             "validated, de-duplicated and reduced to partial sums on its own, the parts' sums being added before the "
             "statistics. Every person and key falls in one part, so the numbers are exactly those of a whole load "
             "(`tests/test_streaming.py`).",

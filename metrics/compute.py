@@ -303,6 +303,12 @@ def _qualifying_rows(lf: pl.LazyFrame, step: MetricStep, columns: list[str], key
             .with_columns(pl.col(pl.String).exclude("_id").cast(pl.Categorical)))
 
 
+def _geography_labelled(cells: pl.DataFrame, codes: Codes, keys: list[str], lookup: pl.LazyFrame) -> pl.LazyFrame:
+    """Coded cells (``Partials``) with their keys' labels and their LSOA's geography (cells of an
+    LSOA not in the lookup are dropped)."""
+    return cells.lazy().with_columns(_labelled(codes, keys)).join(lookup, on=LSOA, how="inner")
+
+
 def _coded(codes: Codes, keys: list[str]) -> list[pl.Expr]:
     return [codes[k][0].alias(k) if k in codes else pl.col(k) for k in keys]
 
@@ -583,11 +589,14 @@ class Partials:
     the partials of all of them.
 
     - ``finest``: the additive metrics' finest cells (month index or snapshot period, coded cell
-      keys, geography) with each metric's ``{i}__num``, ``__den`` and ``__sq`` sums; None without
-      additive metrics.
+      keys) with each metric's ``{i}__num``, ``__den`` and ``__sq`` sums; None without additive
+      metrics.
     - ``months``: for each distinct count, the first and last month of its date column.
-    - ``people``: for each distinct count, people by period and labelled cell (periods not yet
-      completed), and each rolling grain's deltas by window end (``_distinct_partials``)."""
+    - ``people``: for each distinct count, people by period and coded cell (periods not yet
+      completed), and each rolling grain's deltas by window end (``_distinct_partials``).
+
+    Cells stay coded, without their geography, until ``finish_source``: at national scale a
+    streamed source's running total holds tens of millions of them."""
 
     schema: pl.Schema  # the source frame's columns: what the cell keys and codes are worked out from
     finest: pl.DataFrame | None
@@ -644,7 +653,6 @@ def source_partials(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue,
     """One source's rows reduced to ``Partials``: one scan of the rows feeds everything."""
     context = _Context(plan, frame, catalogue)
     lf, codes, columns = context.lf, context.codes, context.columns
-    lookup = _lookup(geography)
     # One scan of the rows feeds everything: the finest cells of the additive metrics and, for each
     # distinct count, its qualifying rows and the months the extract covers (collected together so
     # the prepared frame is computed once).
@@ -654,7 +662,7 @@ def source_partials(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue,
                        else [_month_index_of(frame, pl.col(context.additive[0].date_column).cast(pl.Date)).alias("month")])
         flags = [e for i, s in enumerate(context.additive) for e in _flags(s, context.filter_columns, f"{i}__")]
         scans.append(lf.with_columns(flags).group_by([*period_keys, *_coded(codes, context.all_keys)])
-                     .agg(pl.col(_SUMMED).sum()).join(lookup, on=LSOA, how="inner"))
+                     .agg(pl.col(_SUMMED).sum()))
     else:
         scans.append(pl.LazyFrame())
     qualifying = {}
@@ -678,11 +686,8 @@ def source_partials(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue,
         del people
         fixed, rolling = _distinct_partials(person_months, step, keys)
         del person_months
-        fixed = (fixed.with_columns(_labelled(codes, keys)).join(lookup, on=LSOA, how="inner").collect()
-                 if fixed is not None else None)
-        rolling = [(grain, deltas.with_columns(_labelled(codes, keys)).join(lookup, on=LSOA, how="inner").collect())
-                   for grain, deltas in rolling]
-        partials.people[step.metric_id] = (fixed, rolling)
+        partials.people[step.metric_id] = (fixed.collect() if fixed is not None else None,
+                                           [(grain, deltas.collect()) for grain, deltas in rolling])
     return partials
 
 
@@ -716,8 +721,9 @@ def finish_source(plan: SourcePlan, partials: Partials, catalogue: Catalogue, *,
 
     most_cells = 0  # the most cells any slice is summed from (which engine suits them)
     if additive:
-        finest = partials.finest.with_columns(
-            *_labelled(codes, context.all_keys), *([] if snapshot else [_month_date(pl.col("month")).alias("month")]))
+        finest = partials.finest.lazy().join(lookup, on=LSOA, how="inner").with_columns(
+            *_labelled(codes, context.all_keys), *([] if snapshot else [_month_date(pl.col("month")).alias("month")])
+        ).collect()
         if not snapshot:
             months = spans.get(additive[0].date_column, finest["month"])
             first_month, last_month = _coverage(source, months, [g for s in additive for g in s.grains])
@@ -750,8 +756,10 @@ def finish_source(plan: SourcePlan, partials: Partials, catalogue: Catalogue, *,
         first_month, last_month = _coverage(source, spans.get(step.date_column, months), step.grains)
         fixed, rolling = partials.people[step.metric_id]
         most_cells = max([most_cells, *(cells.height for cells in [fixed, *dict(rolling).values()] if cells is not None)])
-        fixed = _complete(fixed.lazy(), first_month, last_month) if fixed is not None else None
-        rolling = [(grain, deltas.lazy()) for grain, deltas in rolling]
+        keys = _cell_keys(columns, step)
+        fixed = (_complete(_geography_labelled(fixed, codes, keys, lookup), first_month, last_month)
+                 if fixed is not None else None)
+        rolling = [(grain, _geography_labelled(deltas, codes, keys, lookup)) for grain, deltas in rolling]
         for slice_keys, serves in _slices(step):
             parts = [] if fixed is None else [
                 fixed.group_by([*PERIOD, *slice_keys]).agg(pl.col("numerator").sum())]

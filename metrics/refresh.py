@@ -29,6 +29,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -71,20 +72,24 @@ def _held_cache_budget() -> int:
         return 0
 
 
-def _part_rows() -> int:
-    """Rows of one source a refresh holds at once: a source with more is streamed through in parts
-    (``metrics.sources.load_source_in_parts``). ``OUTCOMES_PART_ROWS``, else one per 500 bytes of
-    the machine's memory (47 million rows on 24 GB: a refresh peaks near 200 bytes a row of its
-    biggest source, so a part takes under half the memory)."""
+def _part_rows() -> tuple[int, int]:
+    """(The most rows of one source a refresh holds at once, the rows of each part when it has
+    more): a source with more is streamed through in parts (``metrics.sources.load_source_in_parts``).
+    ``OUTCOMES_PART_ROWS`` sets both; else one row per 500 bytes of the machine's memory (47
+    million on 24 GB: a whole load peaks near 200 bytes a row of its source, so it takes under half
+    the memory), in parts of one row per 1,500 bytes (16 million: a part peaks near 350 bytes a
+    row, as its rows are read back, validated and reduced, beside what the refresh holds already)."""
     if os.environ.get("OUTCOMES_PART_ROWS"):
-        return max(1, int(os.environ["OUTCOMES_PART_ROWS"]))
+        rows = max(1, int(os.environ["OUTCOMES_PART_ROWS"]))
+        return rows, rows
     try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 500
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):
-        return 50_000_000
+        memory = 24 * 2**30
+    return memory // 500, memory // 1500
 
 
-def _streamed(catalogue: Catalogue, plans: list, data_dir: Path, part_rows: int,
+def _streamed(catalogue: Catalogue, plans: list, data_dir: Path, limits: tuple[int, int],
               populations: Collection[str]) -> dict[str, tuple[list[str], int]]:
     """The sources too big to hold, each with the column to split it by and how many parts."""
     streamed = {}
@@ -97,7 +102,8 @@ def _streamed(catalogue: Catalogue, plans: list, data_dir: Path, part_rows: int,
             rows = estimated_rows(source, data_dir)
         except (SourceError, OSError):
             continue  # (the load reports it)
-        if rows > part_rows:
+        held, part_rows = limits
+        if rows > held:
             streamed[source.id] = (by, -(-rows // part_rows))
     return streamed
 
@@ -121,6 +127,16 @@ def cache_dir(engine: Engine) -> Path:
         return database.with_name(database.name + ".cache")
     digest = hashlib.sha256(store.safe_url(engine).encode()).hexdigest()[:12]
     return store.default_sqlite_path().parent / "cache" / digest
+
+
+def spill_dir(engine: Engine) -> Path:
+    """Where a streamed source's files are split into parts while it loads (``load_source_in_parts``):
+    ``OUTCOMES_SPILL_DIR``, else a folder beside the source cache (``cache_dir``), on the store's
+    disk rather than in a temporary folder that may be held in memory."""
+    if os.environ.get("OUTCOMES_SPILL_DIR"):
+        return Path(os.environ["OUTCOMES_SPILL_DIR"])
+    folder = cache_dir(engine)
+    return folder.with_name(folder.name + ".spill")
 
 
 _CODE_VERSION: str | None = None
@@ -517,7 +533,8 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
                 by, parts = streamed[source_id]
                 loaded = load_source_in_parts(catalogue.sources[source_id], data_dir, by=by, parts=parts,
                                               on_part=on_part, as_of=as_of, known_lsoas=known,
-                                              columns=columns_needed.get(source_id), known_files=known_files)
+                                              columns=columns_needed.get(source_id), known_files=known_files,
+                                              spill_dir=spill_dir(engine))
             else:
                 loaded = load_source(catalogue.sources[source_id], data_dir, as_of=as_of, known_lsoas=known,
                                      columns=columns_needed.get(source_id), previous=previous_load,
@@ -591,6 +608,9 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
     # Sources too big to hold are streamed through in parts, each reduced to partial sums as it is
     # loaded (``source_partials``), so memory follows the part, not the source.
     streamed = _streamed(catalogue, fresh, data_dir, _part_rows(), needed_populations)
+    if streamed:  # (what a refresh that was killed while streaming left: the lease says none is running)
+        for left in spill_dir(engine).glob("spill-*"):
+            shutil.rmtree(left, ignore_errors=True)
 
     # The judge's thread takes work as soon as there is some: each source's SIIs (the slowest part
     # of judging) while the next source loads, then the judgements, while the store writes.

@@ -20,7 +20,8 @@ from __future__ import annotations
 import codecs
 import datetime as dt
 import hashlib
-from collections.abc import Callable, Collection, Mapping
+import tempfile
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ from metrics.definitions import ColumnSpec, SourceDefinition
 from metrics.errors import SourceError
 from metrics.sqlfilter import compile_filter
 
-__all__ = ["LoadedSource", "PreviousLoad", "Part", "appended_files", "load_source", "load_source_in_parts", "partition_key",
+__all__ = ["LoadedSource", "PreviousLoad", "appended_files", "load_source", "load_source_in_parts", "partition_key",
            "estimated_rows", "build_schema", "fingerprint_files", "source_files", "QUARANTINE_SCHEMA"]
 
 POLARS_TYPES: dict[str, pl.DataType] = {
@@ -66,23 +67,17 @@ QUARANTINE_SCHEMA = {
     "row_json": pl.String,
 }
 _FILE, _ROW = "_file", "_row"
+_PART = "_part"  # a row's part when a source is split (``_spill``)
 _POSITION = "_position"  # a row's position among the rows kept from the files read
 _VALIDATION_BATCH_ROWS = 1_000_000
 
 
-@dataclass(frozen=True)
-class Part:
-    """Part ``index`` (from 0) of ``of`` of a source's rows (``load_source_in_parts``): the rows
-    whose ``by`` column's text hashes to it, or with ``by`` empty, every ``of``-th row of a file."""
-
-    by: tuple[str, ...]
-    index: int
-    of: int
-
-    def rows(self) -> pl.Expr:
-        """True for this part's rows of a file as read (its own columns and ``_ROW``)."""
-        hashed = pl.col(self.by[0]).cast(pl.String).hash(seed=7) if self.by else pl.col(_ROW)
-        return hashed % self.of == self.index
+def part_number(by: list[str], parts: int) -> pl.Expr:
+    """The part (from 0 to ``parts`` - 1) each row of a file as read belongs to when a source is
+    split (``load_source_in_parts``): a hash of its ``by`` column's text, or with ``by`` empty, its
+    row number in the file."""
+    hashed = pl.col(by[0]).cast(pl.String).hash(seed=7) if by else pl.col(_ROW)
+    return (hashed % parts).cast(pl.UInt32)
 
 
 @dataclass
@@ -206,14 +201,14 @@ def check_file(source: SourceDefinition, path: Path) -> None:
                                      "binary or a damaged/sparse file, not CSV text", file=path)
 
 
-def _read_file(source: SourceDefinition, path: Path, *, part: Part | None = None) -> pl.DataFrame:
+def _read_file(source: SourceDefinition, path: Path, *, rows: tuple[int, int] | None = None) -> pl.DataFrame:
     """A file's declared columns, with each row's file (``_FILE``) and row number (``_ROW``);
-    ``part``: only that part's rows (numbered as in the whole file)."""
+    ``rows``: (offset, length) of a Parquet file's rows only (numbered as in the whole file)."""
     if path.stat().st_size == 0:
         raise SourceError(source.id, "file is empty (0 bytes): expected a header row and data", file=path)
     try:
-        if path.suffix.lower() == ".parquet" and part is not None:
-            frame = _scan_part(source, path, part)
+        if path.suffix.lower() == ".parquet" and rows is not None:
+            frame = pl.scan_parquet(path).slice(*rows).collect()
         elif path.suffix.lower() == ".parquet":
             frame = pl.read_parquet(path)
         else:
@@ -239,36 +234,22 @@ def _read_file(source: SourceDefinition, path: Path, *, part: Part | None = None
                                          f"{frame.columns[0][:80]!r}); expected a comma-separated file", file=path)
         raise SourceError(source.id, f"missing column(s) {', '.join(missing)}; expected columns: "
                                      f"{', '.join(declared)}", file=path, column=missing[0])
-    if part is not None and path.suffix.lower() == ".parquet":  # (``_scan_part``: rows numbered already)
-        return frame.select(*declared, pl.lit(path.name, pl.Categorical).alias(_FILE), pl.col(_ROW).cast(pl.Int64))
+    first = rows[0] + 1 if rows is not None else 1
     frame = frame.select(declared).with_columns(
-        pl.lit(path.name, pl.Categorical).alias(_FILE), pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(_ROW)
+        pl.lit(path.name, pl.Categorical).alias(_FILE), pl.int_range(first, first + pl.len(), dtype=pl.Int64).alias(_ROW)
     )
-    return frame.filter(part.rows()) if part is not None else frame
+    return frame
+
+
+def _read_spilled(source: SourceDefinition, path: Path, spilled: list[Path]) -> pl.DataFrame:
+    """One part's rows of a file, as ``_read_file`` gives them, from where ``_spill`` wrote them."""
+    return pl.read_parquet(spilled).select(*source.columns, pl.lit(path.name, pl.Categorical).alias(_FILE),
+                                           pl.col(_ROW).cast(pl.Int64))
 
 
 def _column_name(header: str) -> str:
     """A column's name as declared: without a byte-order mark or surrounding spaces from the header."""
     return header.lstrip("\ufeff").strip()
-
-
-def _scan_part(source: SourceDefinition, path: Path, part: Part) -> pl.DataFrame:
-    """One part's rows of a Parquet file, numbered as in the file (``_ROW``), with its columns as
-    named there (``_read_file`` checks them).
-
-    Polars' in-memory engine decodes the filter's column first, then only the part's rows of the
-    others ("prefiltered"). Reading a file whole and filtering it kept a third more memory (a
-    filtered string column still holds the whole file's string buffers: 6 files of scale-100
-    contacts held for one part of 7 took 2.5 GB against 1.6 GB) and took longer (9.7 s against
-    5.6 s); a scan in the streaming engine took 60% more memory and twice the time again (scale 10
-    contacts in one part: 10.4 GB and 23.5 s to load, against 6.4 GB and 11.1 s)."""
-    names = pl.read_parquet_schema(path)
-    renamed = {c: _column_name(c) for c in names}
-    wanted = [c for c in names if renamed[c] in source.columns]
-    if len(wanted) < len(source.columns):  # (a column missing: read the header only, for the message)
-        return pl.read_parquet(path, n_rows=0)
-    return (pl.scan_parquet(path, parallel="prefiltered").select(wanted).rename(renamed, strict=False)
-            .with_row_index(_ROW, offset=1).filter(part.rows()).collect(engine="in-memory"))
 
 
 def _parquet_rows(path: Path) -> int | None:
@@ -296,12 +277,10 @@ def _read_groups(files: list[tuple[Path, dict]]) -> list[list[tuple[Path, dict, 
     return groups
 
 
-def _read_parquet_group(source: SourceDefinition, paths: list[Path], counts: list[int], *,
-                        part: Part | None = None) -> pl.DataFrame | None:
+def _read_parquet_group(source: SourceDefinition, paths: list[Path], counts: list[int]) -> pl.DataFrame | None:
     """Several Parquet files (of ``counts`` rows) in one frame, as ``_read_file`` would give them
     one by one and concatenated; None if they can't be read together (different columns or types,
-    a problem in one): then each file is read on its own, so that a problem is reported for its file.
-    ``part``: only that part's rows of each file."""
+    a problem in one): then each file is read on its own, so that a problem is reported for its file."""
     declared = list(source.columns)
     try:
         schemas = [pl.read_parquet_schema(path) for path in paths]
@@ -325,8 +304,7 @@ def _read_parquet_group(source: SourceDefinition, paths: list[Path], counts: lis
     bounds = np.cumsum([0, *lengths[:-1]])
     added = [pl.concat([column.slice(int(start), length) for start, length in zip(bounds, lengths, strict=True)],
                        rechunk=False) for column in added]
-    frame = frame.with_columns(added)
-    return frame.filter(part.rows()) if part is not None else frame
+    return frame.with_columns(added)
 
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -744,10 +722,11 @@ def load_source(source: SourceDefinition, data_dir: str | Path, *, as_of: dt.dat
 def _read_and_validate(source: SourceDefinition, files: list[Path], prints: list[dict],
                        previous: PreviousLoad | None, new_files: list[str] | None, *, as_of: dt.date,
                        known_lsoas: list[str] | None, columns: Collection[str] | None,
-                       part: Part | None = None) -> LoadedSource:
+                       spilled: Mapping[Path, list[Path]] | None = None) -> LoadedSource:
     """``load_source`` once its files are listed and checked: ``prints`` are their fingerprints (or,
     while they are being taken, entries in which each file's row count is recorded as it is read).
-    ``part``: only that part of the rows (``load_source_in_parts``); ``prints`` then count its rows."""
+    ``spilled``: one part of the rows only (``load_source_in_parts``), read from where ``_spill``
+    wrote each file's rows of it; ``prints`` then count its rows."""
     schema = build_schema(source, as_of=as_of, known_lsoas=known_lsoas)
     keep = None
     if columns is not None:
@@ -821,21 +800,26 @@ def _read_and_validate(source: SourceDefinition, files: list[Path], prints: list
         if sum(part.height for part in batch) >= _VALIDATION_BATCH_ROWS:
             validate_batch()
 
+    if spilled is not None:  # (one part of a split source: each file's rows of it, from where they were spilled)
+        for path, fingerprint in to_read:
+            raw = _read_spilled(source, path, spilled[path])
+            files_read += 1
+            fingerprint["rows"] = raw.height
+            take(raw, path)
+        to_read = []
     for group in _read_groups(to_read):
         paths = [path for path, _, _ in group]
-        raw = (_read_parquet_group(source, paths, [count for _, _, count in group], part=part) if len(group) > 1
-               else None)
+        raw = _read_parquet_group(source, paths, [count for _, _, count in group]) if len(group) > 1 else None
         files_read += len(group)
         if raw is not None:
-            counted = dict(raw[_FILE].cast(pl.String).value_counts().iter_rows()) if part is not None else {}
             for path, fingerprint, count in group:
-                fingerprint["rows"] = count if part is None else counted.get(path.name, 0)
+                fingerprint["rows"] = count
             take(raw, paths[0])  # (the files have one schema: a type error is every file's)
             continue
         # One file, or files that can't be read together: each read and parsed on its own, so that
         # a problem is reported for its file and files may differ in how their columns are typed.
         for path, fingerprint, _ in group:
-            raw = _read_file(source, path, part=part)
+            raw = _read_file(source, path)
             fingerprint["rows"] = raw.height
             take(raw, path)
     if batch:
@@ -947,21 +931,66 @@ def estimated_rows(source: SourceDefinition, data_dir: str | Path) -> int:
     return rows
 
 
+_SPILL_SLICE_ROWS = 4_000_000  # rows of one Parquet file split at a time (a national extract may be one file)
+
+
+def _file_slices(source: SourceDefinition, path: Path) -> Iterator[pl.DataFrame]:
+    """A file's rows as ``_read_file`` gives them: a Parquet file in slices of at most
+    ``_SPILL_SLICE_ROWS`` rows, any other file whole."""
+    rows = _parquet_rows(path) if path.suffix.lower() == ".parquet" else None
+    if rows is None or rows <= _SPILL_SLICE_ROWS:
+        yield _read_file(source, path)
+        return
+    for offset in range(0, rows, _SPILL_SLICE_ROWS):
+        yield _read_file(source, path, rows=(offset, _SPILL_SLICE_ROWS))
+
+
+def _spill(source: SourceDefinition, files: list[Path], by: list[str], parts: int,
+           folder: Path) -> list[dict[Path, list[Path]]]:
+    """Every file's rows split into ``parts`` (``part_number``) in one read, each part's rows of
+    each file (slice) written to ``folder`` as Parquet, as read (the declared columns, unparsed, and
+    ``_ROW``): for each part, its files by the file they came from (``_read_and_validate``'s
+    ``spilled``)."""
+    number = part_number(by, parts).alias(_PART)
+
+    def split(file_number: int, path: Path) -> list[list[Path]]:
+        written: list[list[Path]] = [[] for _ in range(parts)]
+        for slice_number, rows in enumerate(_file_slices(source, path)):
+            rows = rows.drop(_FILE)
+            empty = rows.clear()
+            pieces = rows.with_columns(number).partition_by(_PART, as_dict=True, include_key=False)
+            del rows
+            for index in range(parts):
+                target = folder / f"{index}-{file_number}-{slice_number}.parquet"
+                # Uncompressed: written and read back once; lz4 took 10% longer to write, 2.5x to read
+                pieces.pop((index,), empty).write_parquet(target, compression="uncompressed", statistics=False)
+                written[index].append(target)
+        return written
+
+    # Two files at a time: one is read while the other is split and written (each alone leaves a
+    # core idle); memory holds two files' (or slices') rows.
+    with ThreadPoolExecutor(2, thread_name_prefix=f"spill-{source.id}") as pool:
+        done = list(pool.map(split, range(len(files)), files))
+    return [{path: written[index] for path, written in zip(files, done, strict=True)} for index in range(parts)]
+
+
 def load_source_in_parts(source: SourceDefinition, data_dir: str | Path, *, by: list[str], parts: int,
                          on_part: Callable[[list[pl.DataFrame]], None], as_of: dt.date | None = None,
                          known_lsoas: list[str] | None = None, columns: Collection[str] | None = None,
-                         known_files: list[dict] | None = None) -> LoadedSource:
+                         known_files: list[dict] | None = None, spill_dir: str | Path | None = None) -> LoadedSource:
     """``load_source`` for a source too big to hold at once: streamed through in ``parts``.
 
-    Each part is the rows whose ``by`` column (``partition_key``) hashes to it. Part by part, every
-    file is read and filtered to that part's rows (numbered as in the file: one file's rows are held
-    at a time, then the part's); the part is validated and de-duplicated
-    on its own, handed to ``on_part`` (which reduces it: ``metrics.compute.source_partials``) and let
-    go, so memory follows the largest part (``on_part`` gets a list holding the part's frame alone,
-    and pops it: then the rows are freed as soon as it has reduced them, before it adds the result
-    to what it has so far). As every key and every person falls in one part, the
-    rows kept, quarantined (with their files and row numbers) and superseded are exactly
-    ``load_source``'s. The result has all of them but an empty ``frame`` (``rows_kept`` counts it)."""
+    Each part is the rows whose ``by`` column (``partition_key``) hashes to it. The files are read
+    once (one file, or a slice of a big Parquet file, at a time) and split into their parts' rows,
+    written to a temporary folder in ``spill_dir`` (default: the system's temporary folder) and
+    deleted at the end (``_spill``). Part by part, those rows are read back (numbered as in their
+    files), validated and de-duplicated on their own, handed to ``on_part`` (which reduces them:
+    ``metrics.compute.source_partials``) and let go, so memory follows the largest part
+    (``on_part`` gets a list holding the part's frame alone, and pops it: then the rows are freed
+    as soon as it has reduced them, before it adds the result to what it has so far). As every key
+    and every person falls in one part, the rows kept, quarantined (with their files and row
+    numbers) and superseded are exactly ``load_source``'s. The result has all of them but an empty
+    ``frame`` (``rows_kept`` counts it)."""
     as_of = as_of or dt.date.today()
     files = source_files(source, Path(data_dir))
     for path in files:
@@ -973,22 +1002,28 @@ def load_source_in_parts(source: SourceDefinition, data_dir: str | Path, *, by: 
     rows_read = kept = superseded = 0
     quarantine: list[pl.DataFrame] = []
     warnings: list[str] = []
+    if spill_dir is not None:
+        Path(spill_dir).mkdir(parents=True, exist_ok=True)
     try:
-        for index in range(parts):
-            counted = [{"file": path.name} for path in files]
-            loaded = _read_and_validate(source, files, counted, None, None, as_of=as_of, known_lsoas=known_lsoas,
-                                        columns=columns, part=Part(tuple(by), index, parts))
-            rows_of_file = [total + entry.get("rows", 0) for total, entry in zip(rows_of_file, counted, strict=True)]
-            rows_read += loaded.rows_read
-            kept += loaded.frame.height
-            superseded += loaded.rows_superseded
-            quarantine.append(loaded.quarantine)
-            warnings += [w for w in loaded.warnings if w not in warnings]
-            empty, handed = loaded.frame.clear(), [loaded.frame]
-            del loaded  # (``handed`` is the only hold on the part's rows: ``on_part`` takes them from it)
-            if handed[0].height or (index == parts - 1 and not kept):  # (an empty source: once, empty)
-                on_part(handed)
-            handed.clear()
+        with tempfile.TemporaryDirectory(prefix=f"spill-{source.id}-", dir=spill_dir) as folder:
+            spilled = _spill(source, files, by, parts, Path(folder))
+            for index in range(parts):
+                counted = [{"file": path.name} for path in files]
+                loaded = _read_and_validate(source, files, counted, None, None, as_of=as_of, known_lsoas=known_lsoas,
+                                            columns=columns, spilled=spilled[index])
+                rows_of_file = [total + entry.get("rows", 0) for total, entry in zip(rows_of_file, counted, strict=True)]
+                rows_read += loaded.rows_read
+                kept += loaded.frame.height
+                superseded += loaded.rows_superseded
+                quarantine.append(loaded.quarantine)
+                warnings += [w for w in loaded.warnings if w not in warnings]
+                empty, handed = loaded.frame.clear(), [loaded.frame]
+                del loaded  # (``handed`` is the only hold on the part's rows: ``on_part`` takes them from it)
+                if handed[0].height or (index == parts - 1 and not kept):  # (an empty source: once, empty)
+                    on_part(handed)
+                handed.clear()
+                for spill in (p for paths in spilled[index].values() for p in paths):
+                    spill.unlink()  # (read: the disk it held is free for the next parts)
     finally:
         wait([hashing])
     prints = [{**hashed, "rows": rows} for hashed, rows in zip(hashing.result(), rows_of_file, strict=True)]

@@ -18,6 +18,7 @@ from conftest import AS_OF, DEFINITIONS, PROJECT
 from metrics import compute, sources
 from metrics.definitions import load_catalogue
 from metrics.plan import build_plan
+from metrics import refresh as refresh_module
 from metrics.refresh import refresh
 
 PROJECT_DEFINITIONS = PROJECT / "definitions"
@@ -61,7 +62,10 @@ def demo(request, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("parts", [1, 3])
-def test_every_source_loaded_and_computed_in_parts_matches_it_loaded_whole(demo, parts, tmp_path):
+def test_every_source_loaded_and_computed_in_parts_matches_it_loaded_whole(demo, parts, tmp_path, monkeypatch):
+    if parts > 1:  # a big Parquet file is split a slice at a time: its rows keep their numbers in the file
+        monkeypatch.setattr(sources, "_SPILL_SLICE_ROWS", 37)
+    spill = tmp_path / "spill"
     catalogue = load_catalogue(PROJECT_DEFINITIONS)
     plan = build_plan(catalogue)
     geography = sources.load_source(catalogue.sources["geography"], demo, as_of=DEMO_AS_OF)
@@ -84,7 +88,9 @@ def test_every_source_loaded_and_computed_in_parts_matches_it_loaded_whole(demo,
             partials.append(compute.source_partials(source_plan, frame, catalogue, geography=geography.frame))
 
         in_parts = sources.load_source_in_parts(source, demo, by=by, parts=parts, on_part=reduce,
-                                                as_of=DEMO_AS_OF, known_lsoas=known, columns=source_plan.columns)
+                                                as_of=DEMO_AS_OF, known_lsoas=known, columns=source_plan.columns,
+                                                spill_dir=spill)
+        assert not any(spill.iterdir())  # (the split files are deleted)
         # Every row where a whole load puts it: kept, quarantined (same file, row and rule) or superseded.
         rows = pl.concat(handed).sort("_file", "_row")
         assert_frame_equal(rows, whole.frame.sort("_file", "_row"), check_dtypes=False)
@@ -159,3 +165,18 @@ def test_a_streamed_source_with_a_broken_file_fails_naming_that_file(handbuilt_d
     assert result.failed_sources == ["inpatient_spells"]
     error = store.read_run(engine)["sources"]["inpatient_spells"]["error"]
     assert f"spells_2024-06.{fmt}" in error and "missing column(s) admission_date" in error
+    # Nothing of the split is left on disk, though the source failed while it was being split.
+    spilled = refresh_module.spill_dir(engine)
+    assert spilled.is_dir() and not any(spilled.iterdir())
+
+
+def test_a_refresh_clears_what_a_killed_refresh_left_of_its_split(handbuilt_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("OUTCOMES_PART_ROWS", "4")
+    engine = store.get_engine(f"sqlite:///{tmp_path / 'o.db'}")
+    left = refresh_module.spill_dir(engine) / "spill-community_contacts-abc123"
+    left.mkdir(parents=True)
+    (left / "0-0-0.parquet").write_bytes(b"rows of a refresh that was killed")
+    kept = refresh_module.spill_dir(engine) / "notes.txt"  # (only the split's own folders go)
+    kept.write_text("not the engine's")
+    assert refresh(handbuilt_dir, definitions_dir=DEFINITIONS, engine=engine, as_of=AS_OF).status == "published"
+    assert not left.exists() and kept.exists()
