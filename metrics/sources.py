@@ -235,10 +235,9 @@ def _read_file(source: SourceDefinition, path: Path, *, rows: tuple[int, int] | 
         raise SourceError(source.id, f"missing column(s) {', '.join(missing)}; expected columns: "
                                      f"{', '.join(declared)}", file=path, column=missing[0])
     first = rows[0] + 1 if rows is not None else 1
-    frame = frame.select(declared).with_columns(
+    return frame.select(declared).with_columns(
         pl.lit(path.name, pl.Categorical).alias(_FILE), pl.int_range(first, first + pl.len(), dtype=pl.Int64).alias(_ROW)
     )
-    return frame
 
 
 def _read_spilled(source: SourceDefinition, path: Path, spilled: list[Path]) -> pl.DataFrame:
