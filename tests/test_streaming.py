@@ -180,3 +180,19 @@ def test_a_refresh_clears_what_a_killed_refresh_left_of_its_split(handbuilt_dir,
     kept.write_text("not the engine's")
     assert refresh(handbuilt_dir, definitions_dir=DEFINITIONS, engine=engine, as_of=AS_OF).status == "published"
     assert not left.exists() and kept.exists()
+
+
+def test_a_source_is_held_whole_up_to_one_limit_and_split_into_smaller_parts_above_it(handbuilt_dir, monkeypatch):
+    catalogue = load_catalogue(DEFINITIONS)
+    plans = [p for p in build_plan(catalogue).sources if p.source_id == "inpatient_spells"]
+    rows = sources.estimated_rows(catalogue.sources["inpatient_spells"], handbuilt_dir)
+    streamed = refresh_module._streamed
+    assert streamed(catalogue, plans, handbuilt_dir, (rows, 2), set()) == {}  # (fits: held whole, however small a part)
+    assert streamed(catalogue, plans, handbuilt_dir, (rows - 1, 4), set()) == {
+        "inpatient_spells": (["spell_id"], -(-rows // 4))}
+    assert streamed(catalogue, plans, handbuilt_dir, (1, 4), {"inpatient_spells"}) == {}  # (a population: whole)
+    monkeypatch.setenv("OUTCOMES_PART_ROWS", "7")
+    assert refresh_module._part_rows() == (7, 7)
+    monkeypatch.delenv("OUTCOMES_PART_ROWS")
+    held, part = refresh_module._part_rows()
+    assert part > 0 and abs(held - 3 * part) <= 2  # (parts a third of what is held whole: a part peaks higher a row)
