@@ -1,0 +1,40 @@
+"""The benchmark report's targets table says what was met, from the results a bench run records."""
+
+from __future__ import annotations
+
+from bench.report import _targets
+
+
+def _stats(value: float) -> dict:
+    return {"median": value, "min": value, "max": value}
+
+
+def _scale(seconds: float | None, peak_mb: float | None, rows: int, parts: dict | None = None,
+           baselines: dict | None = None) -> dict:
+    engine = {"total": _stats(seconds), "load_compute": _stats(seconds * 0.8), "peak_rss_mb": _stats(peak_mb)} \
+        if seconds else {}
+    run = {"ok": True, "rows": {"community_contacts": rows}, "parts": parts or {}} if seconds else {"ok": False}
+    summary = {"engine": engine, **{kind: {"seconds": _stats(t)} for kind, t in (baselines or {}).items()}}
+    return {"summary": summary, "runs": {"engine": [run]}}
+
+
+def test_the_targets_table_reports_each_scale_of_30_and_more_and_whether_100_completed():
+    results = {"machine": {"ram_gb": 24.0}, "scales": {
+        "1": _scale(3.0, 1200, 1_000_000, baselines={"pandas": 31.0, "duckdb": 8.0}),
+        "10": _scale(33.0, 6000, 10_000_000),
+        "30": _scale(120.0, 9000, 30_000_000, parts={"community_contacts": 7}),
+        "100": _scale(None, None, 0),
+    }}
+    table = "\n".join(_targets(results))
+    assert "| engine ≥ 10× faster than pandas | 10.33× (full refresh)" in table and "| yes |" in table
+    assert "| engine ≥ 3× faster than DuckDB | 2.67× (full refresh), 3.33× (load+compute) | no |" in table
+    assert "| time ~linear up to scale 10 | 10.0× the rows took 11.0× the time (1.10×" in table
+    # The last scale that completed is the growth curve's end: a scale that ran out of memory isn't.
+    assert "| time ~linear up to scale 30 | 30.0× the rows took 40.0× the time (1.33×" in table
+    row = next(line for line in table.splitlines() if line.startswith("| scale 100 (30 at the least)"))
+    assert "scale 30: peak 8.8 GiB of 22.4 GiB (39%), streaming community_contacts in 7 parts" in row
+    assert "scale 100: the engine did not complete" in row and row.endswith("| scale 30 only |")
+
+    results["scales"]["100"] = _scale(900.0, 15000, 100_000_000, parts={"community_contacts": 21})
+    row = next(line for line in "\n".join(_targets(results)).splitlines() if line.startswith("| scale 100 (30"))
+    assert "scale 100: peak 14.6 GiB" in row and row.endswith("| yes |")
