@@ -49,8 +49,20 @@ def demo_data(scale: float, seed: int = SEED) -> Path:
     if marker.exists():
         return data
     say(f"generating demo data at scale {scale_name(scale)} (seed {seed}) into {data}")
+    # In a process of its own: a child's peak RSS (``os.wait4``) starts from what its parent held
+    # when it was started (Linux counts the parent's pages until the child's exec), so a harness
+    # grown by generating data would add gigabytes to every run measured after.
+    subprocess.run([sys.executable, "-c", f"from bench.harness import _generate; _generate({scale!r}, {seed!r})"],
+                   cwd=PROJECT, check=True)
+    return data
+
+
+def _generate(scale: float, seed: int) -> None:
+    """``demo_data``'s work, in the process it starts."""
     from metrics.demo import generate_demo_data
 
+    root = VAR / f"scale-{scale_name(scale)}" / f"seed-{seed}"
+    data = root / "data"
     shutil.rmtree(root, ignore_errors=True)
     started = time.perf_counter()
     if scale > ONE_GO_MAX_SCALE:  # the generator holds every row: bigger scales are built from parts
@@ -59,9 +71,8 @@ def demo_data(scale: float, seed: int = SEED) -> Path:
         summary = generate_in_parts(data, scale, seed, root / "parts", say=say)
     else:
         summary = generate_demo_data(data, scale=scale, seed=seed, fmt="parquet")
-    marker.write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1), "summary": summary},
-                                 default=str))
-    return data
+    (root / ".complete").write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1),
+                                                "summary": summary}, default=str))
 
 
 def run_worker(kind: str, data_dir: Path, as_of: dt.date, out_dir: Path, definitions: Path | None = None,
