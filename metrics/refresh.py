@@ -92,6 +92,7 @@ def _part_rows() -> tuple[int, int]:
 def _streamed(catalogue: Catalogue, plans: list, data_dir: Path, limits: tuple[int, int],
               populations: Collection[str]) -> dict[str, tuple[list[str], int]]:
     """The sources too big to hold, each with the column to split it by and how many parts."""
+    held, part_rows = limits
     streamed = {}
     for source_plan in plans:
         source = catalogue.sources[source_plan.source_id]
@@ -102,7 +103,6 @@ def _streamed(catalogue: Catalogue, plans: list, data_dir: Path, limits: tuple[i
             rows = estimated_rows(source, data_dir)
         except (SourceError, OSError):
             continue  # (the load reports it)
-        held, part_rows = limits
         if rows > held:
             streamed[source.id] = (by, -(-rows // part_rows))
     return streamed
