@@ -721,9 +721,8 @@ def finish_source(plan: SourcePlan, partials: Partials, catalogue: Catalogue, *,
 
     most_cells = 0  # the most cells any slice is summed from (which engine suits them)
     if additive:
-        finest = partials.finest.lazy().join(lookup, on=LSOA, how="inner").with_columns(
-            *_labelled(codes, context.all_keys), *([] if snapshot else [_month_date(pl.col("month")).alias("month")])
-        ).collect()
+        finest = _geography_labelled(partials.finest, codes, context.all_keys, lookup).with_columns(
+            [] if snapshot else [_month_date(pl.col("month")).alias("month")]).collect()
         if not snapshot:
             months = spans.get(additive[0].date_column, finest["month"])
             first_month, last_month = _coverage(source, months, [g for s in additive for g in s.grains])
