@@ -287,6 +287,9 @@ def _refresh_holding_lease(catalogue: Catalogue, definitions_dir: Path, data_dir
                            metrics: list[str] | None, as_of: dt.date | None, trigger: str, say: Callable[[str], None],
                            incremental: bool, scope: Collection[str] | None, lease: store.Lease | None,
                            cancel: threading.Event | None, started: float) -> RefreshResult:
+    # The last run's pages go from the write-ahead log into the store's file now (commits don't:
+    # ``store.checkpoint``), by when what that run wrote beside the store has long reached the disk.
+    store.checkpoint(engine)
     store.abandon_stale_runs(engine, lease_held=lease is not None)
     as_of = as_of or dt.date.today()
     decision = _decide(catalogue, build_plan(catalogue, metrics), data_dir, engine, as_of, scope) if incremental \

@@ -7,7 +7,7 @@ publishes a run atomically, so readers always see one complete run; a lease (``s
 exactly one refresh run at a time.
 """
 
-from store.db import database_url, default_sqlite_path, dispose_engine, get_engine, init_db, safe_url
+from store.db import checkpoint, database_url, default_sqlite_path, dispose_engine, get_engine, init_db, safe_url
 from store.lease import (
     DEFAULT_LEASE,
     Lease,
@@ -61,6 +61,7 @@ __all__ = [
     "SchemaError",
     "SchemaStatus",
     "abandon_stale_runs",
+    "checkpoint",
     "database_url",
     "dispose_engine",
     "fail_run",

@@ -22,7 +22,7 @@ from store import schema
 
 _BUSY_TIMEOUT_S = 30
 
-__all__ = ["database_url", "get_engine", "dispose_engine", "init_db", "default_sqlite_path", "safe_url"]
+__all__ = ["database_url", "get_engine", "dispose_engine", "init_db", "default_sqlite_path", "safe_url", "checkpoint"]
 
 
 def default_sqlite_path() -> Path:
@@ -82,8 +82,25 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # WAL lets readers keep reading the last published run while a refresh writes the next.
     _use_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # No checkpoint on commit: a checkpoint syncs the file to disk, and on ext4 that sync waits for
+    # every file the process wrote lately too (a refresh's source cache: 0.7 s of the 4.7 s refresh
+    # at scale 1, all of it waiting on the disk). A commit in WAL mode is as durable without it
+    # (``synchronous=NORMAL``); ``checkpoint`` runs at the start of each refresh instead, and SQLite
+    # checkpoints when the last connection to the file closes.
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def checkpoint(engine: Engine) -> tuple[int, int] | None:
+    """Copy the SQLite write-ahead log's committed pages into the database file (PASSIVE: readers
+    and writers are not waited for; what they hold stays for the next time). Returns (pages in the
+    log, pages copied); None on other databases, which manage their own logs."""
+    if engine.dialect.name != "sqlite":
+        return None
+    with engine.connect() as conn:
+        _busy, logged, copied = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+    return int(logged), int(copied)
 
 
 def _create(url: str) -> Engine:

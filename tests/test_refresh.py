@@ -34,6 +34,14 @@ def test_a_run_records_its_provenance(published, engine, handbuilt_dir):
         pl.col("metric_id") == "discharged_on_ready_date")["body_json"][0]
 
 
+def test_a_refresh_starts_by_checkpointing_the_last_runs_log(published, engine, handbuilt_dir, monkeypatch):
+    """Publishing doesn't checkpoint SQLite's log (``store.checkpoint``); the next refresh does, first."""
+    calls = []
+    monkeypatch.setattr(store, "checkpoint", lambda e: calls.append((e, store.latest_run_id(e))))
+    second = refresh(handbuilt_dir, definitions_dir=DEFINITIONS, engine=engine, as_of=AS_OF)
+    assert calls == [(engine, published.run_id)] and second.run_id != published.run_id
+
+
 def test_a_broken_source_is_carried_forward_and_others_refresh(published, engine, handbuilt_dir):
     before = store.read_values(engine, provenance=True)
     # Next month: contacts change, spells extract arrives broken.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import sqlite3
 import threading
 import time
 
@@ -293,6 +294,30 @@ def test_sqlite_bulk_writes_store_what_core_inserts_store(tmp_path):
             assert stored(model, fast) == stored(model, core) != []
     finally:
         store.dispose_engine(url)
+
+
+def test_sqlite_publishes_without_waiting_for_a_checkpoint(tmp_path):
+    """A publish leaves its pages in the write-ahead log (a checkpoint syncs the disk: see
+    ``store.db._sqlite_pragmas``), where every reader sees them at once; ``store.checkpoint`` then
+    copies them all into the file, and closing the last connection does too."""
+    path = tmp_path / "store.db"
+    url = f"sqlite:///{path}"
+    engine = store.get_engine(url)
+    try:
+        run_id = _publish(engine, _values(20_000), quarantine=_quarantine(5_000))  # far above SQLite's 1,000 pages
+        wal = tmp_path / "store.db-wal"
+        assert wal.stat().st_size > 4 * 1000 * 1024 > path.stat().st_size  # (SQLite would have checkpointed at 1,000)
+        reader = sqlite3.connect(path)  # another process's view: published, from the log
+        assert reader.execute("SELECT count(*) FROM metric_value WHERE run_id = ?", (run_id,)).fetchone() == (20_000,)
+        reader.close()
+        logged, copied = store.checkpoint(engine)
+        assert logged == copied > 1000
+        assert path.stat().st_size > 4 * 1000 * 1024
+        assert store.checkpoint(engine) == (logged, logged)  # nothing new: nothing more to copy
+    finally:
+        store.dispose_engine(url)
+    assert not wal.exists() or wal.stat().st_size == 0  # the last connection closed: the log is merged
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM metric_value").fetchone() == (20_000,)
 
 
 def test_datetimes_are_timezone_aware_utc(engine):
