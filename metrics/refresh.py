@@ -288,29 +288,10 @@ def _refresh_holding_lease(catalogue: Catalogue, definitions_dir: Path, data_dir
                            incremental: bool, scope: Collection[str] | None, lease: store.Lease | None,
                            cancel: threading.Event | None, started: float) -> RefreshResult:
     # The last run's pages go from the write-ahead log into the store's file now (commits don't:
-    # ``store.checkpoint``), on a thread: it mostly waits for the disk (if the last run wrote its
-    # source cache just before, that too), while this one reads and computes.
-    checkpointing = threading.Thread(target=_checkpoint, args=(engine,), name="checkpoint", daemon=True)
-    checkpointing.start()
-    try:
-        return _refresh_or_skip(catalogue, definitions_dir, data_dir, engine, metrics, as_of, trigger, say,
-                                      incremental, scope, lease, cancel, started)
-    finally:
-        checkpointing.join()
-
-
-def _checkpoint(engine: Engine) -> None:
-    """``store.checkpoint``, best effort: what isn't copied now is copied next time."""
-    try:
-        store.checkpoint(engine)
-    except Exception:  # noqa: BLE001 (e.g. the database busy for longer than its timeout)
-        pass
-
-
-def _refresh_or_skip(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine: Engine,
-                           metrics: list[str] | None, as_of: dt.date | None, trigger: str, say: Callable[[str], None],
-                           incremental: bool, scope: Collection[str] | None, lease: store.Lease | None,
-                           cancel: threading.Event | None, started: float) -> RefreshResult:
+    # ``store.checkpoint``), on a thread that isn't waited for: it mostly waits for the disk (if the
+    # last run wrote its source cache just before, that too) while this one reads and computes, and
+    # a checkpoint cut short by the process ending is safe (the rest is copied next time).
+    threading.Thread(target=_checkpoint, args=(engine,), name="checkpoint", daemon=True).start()
     store.abandon_stale_runs(engine, lease_held=lease is not None)
     as_of = as_of or dt.date.today()
     decision = _decide(catalogue, build_plan(catalogue, metrics), data_dir, engine, as_of, scope) if incremental \
@@ -343,6 +324,14 @@ def _refresh_or_skip(catalogue: Catalogue, definitions_dir: Path, data_dir: Path
         finally:
             say(f"run {run_id} failed: {message}")
         raise
+
+
+def _checkpoint(engine: Engine) -> None:
+    """``store.checkpoint``, best effort: what isn't copied now is copied next time."""
+    try:
+        store.checkpoint(engine)
+    except Exception:  # noqa: BLE001 (e.g. the database busy for longer than its timeout)
+        pass
 
 
 @dataclass

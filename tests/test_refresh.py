@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import polars as pl
 import pytest
@@ -39,6 +40,9 @@ def test_a_refresh_starts_by_checkpointing_the_last_runs_log(published, engine, 
     calls = []
     monkeypatch.setattr(store, "checkpoint", lambda e: calls.append((e, store.latest_run_id(e))))
     second = refresh(handbuilt_dir, definitions_dir=DEFINITIONS, engine=engine, as_of=AS_OF)
+    for thread in threading.enumerate():  # (it isn't waited for)
+        if thread.name == "checkpoint":
+            thread.join()
     assert calls == [(engine, published.run_id)] and second.run_id != published.run_id
 
 
