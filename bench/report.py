@@ -90,8 +90,9 @@ def write_report(results: dict, path: Path, chart: Path) -> None:
         "",
         "Not like for like, in the engine's disfavour: the engine's time is the whole refresh — it also computes "
         "Wilson / Byar / Student's t confidence intervals, judges every series (SPC, comparisons, "
-        "inequality), records quarantined rows with reasons, and publishes everything atomically to a SQLite "
-        "store; the baselines compute numerators and denominators only (no CIs) and write nothing. The "
+        "inequality), records quarantined rows with reasons, publishes everything atomically to a SQLite "
+        "store (the publish doesn't wait for SQLite's checkpoint: the next refresh starts with it) and keeps "
+        "each source's validated rows for the next incremental refresh; the baselines compute numerators and denominators only (no CIs) and write nothing. The "
         "column *engine load+compute* is the comparable part of the engine's refresh (`RefreshResult.timings`). "
         "The people-seen metric's `rolling_12_months` grain is dropped from the benchmark's copy of the "
         "definitions (`var/bench/definitions-foundation/`), as the baselines don't compute rolling windows.",
