@@ -190,7 +190,9 @@ def write_report(results: dict, path: Path, chart: Path) -> None:
             ("incremental", "Incremental refresh after one new month",
              "A full refresh of every shipped definition against an incremental one after a new month of "
              "community contacts lands (scale 1 demo: Dudley and Walsall, SQLite); the incremental run's values, quarantined rows "
-             "and judgements are asserted equal to a full refresh of the same extracts."),
+             "and judgements are asserted equal to a full refresh of the same extracts. Before each incremental refresh "
+             "the disk is let settle (`os.sync()`, untimed): a month lands hours after the last refresh, whose "
+             "writes have reached the disk by then."),
             ("apps", "Explorer and governance pack",
              "The explorer app's first render and filter changes (server time), and the whole governance pack "
              "exported, on a scale 0.05 demo store.")):
