@@ -41,12 +41,16 @@ def scale_name(scale: float) -> str:
     return f"{scale:g}"
 
 
+def _demo_root(scale: float, seed: int) -> Path:
+    """Where a scale and seed's extracts are cached: ``data/`` in it, and ``.complete`` once generated."""
+    return VAR / f"scale-{scale_name(scale)}" / f"seed-{seed}"
+
+
 def demo_data(scale: float, seed: int = SEED) -> Path:
     """Demo extracts for a scale and seed, generated once and cached under var/bench/scale-<s>/seed-<seed>/."""
-    root = VAR / f"scale-{scale_name(scale)}" / f"seed-{seed}"
+    root = _demo_root(scale, seed)
     data = root / "data"
-    marker = root / ".complete"
-    if marker.exists():
+    if (root / ".complete").exists():
         return data
     say(f"generating demo data at scale {scale_name(scale)} (seed {seed}) into {data}")
     # In a process of its own: a child's peak RSS (``os.wait4``) starts from what its parent held
@@ -61,7 +65,7 @@ def _generate(scale: float, seed: int) -> None:
     """``demo_data``'s work, in the process it starts."""
     from metrics.demo import generate_demo_data
 
-    root = VAR / f"scale-{scale_name(scale)}" / f"seed-{seed}"
+    root = _demo_root(scale, seed)
     data = root / "data"
     shutil.rmtree(root, ignore_errors=True)
     started = time.perf_counter()
