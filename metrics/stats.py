@@ -20,7 +20,6 @@ This module knows nothing of definitions or the store.
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -1026,11 +1025,17 @@ def _scale_expr(e: pl.Expr, value_type: str) -> pl.Expr:
     return e
 
 
-def _group_seed(seed: int | None, key: tuple) -> np.random.Generator:
-    """A generator per group: reproducible by ``seed`` and independent of the other groups."""
-    if seed is None:
-        return np.random.default_rng()
-    return np.random.default_rng([seed, zlib.crc32(repr(key).encode())])
+def _sii_draws(seed: int | None, repetitions: int, quantiles: int) -> np.ndarray:
+    """The standard normals (``repetitions`` × ``quantiles``) every group's simulations are made
+    from: reproducible by ``seed`` (fresh without one).
+
+    Common random numbers: each group scales and shifts the same draws by its own values and
+    standard errors, so each group's simulations have exactly the distribution phe_sii draws
+    from, and a group's limits depend only on its own values (not on the other groups, the order
+    or the batching). Only the groups' Monte Carlo errors are correlated — at 10,000 repetitions
+    the 2.5% point's is about 1.5% of the interval's half-width. Drawing 50,000 normals for each
+    of a refresh's ~400 groups was half the simulations' CPU time."""
+    return np.random.default_rng(None if seed is None else [seed, quantiles]).standard_normal((repetitions, quantiles))
 
 
 #: Bytes of simulations a worker holds at once: ten groups at 10,000 × 5 (a chunk stays in cache).
@@ -1078,7 +1083,7 @@ def _sii_groups(
     pop: np.ndarray,
     y: np.ndarray,
     se: np.ndarray,
-    rngs: Sequence[np.random.Generator],
+    draws: np.ndarray,
     *,
     value_type: str,
     transform: bool,
@@ -1088,14 +1093,14 @@ def _sii_groups(
 ) -> dict[str, np.ndarray]:
     """SII/RII of G groups of Q quantiles: ``pop``, ``y`` and ``se`` are (G, Q), ``y`` and ``se``
     on the working scale (log/logit for rates and proportions), columns ordered by quantile;
-    group g simulates with ``rngs[g]``. Follows PHEindicatormethods' phe_sii.
+    every group's simulations are ``draws`` (R × Q standard normals, ``_sii_draws``) scaled by its
+    standard errors and shifted by its values. Follows PHEindicatormethods' phe_sii.
 
     Every value comes from the same floating-point operations, in the same order, as computing
-    the group alone (its R × Q normals from its own generator, the same BLAS call per group through
-    batched matmul, the same order statistics), so a group's results do not depend on the other
-    groups, the chunking or the threads. What is shared is the Python work: the draws go straight
-    into a reused buffer, the element-wise steps run in place over a chunk of groups, and chunks
-    run on ``_SII_THREADS`` threads."""
+    the group alone (the R × Q draws, the same BLAS call per group through batched matmul, the
+    same order statistics), so a group's results do not depend on the other groups, the chunking
+    or the threads. What is shared is the Python work: the element-wise steps run in place over a
+    chunk of groups in a reused buffer, and chunks run on ``_SII_THREADS`` threads."""
     G, Q = y.shape
     R = repetitions
     a = pop / pop.sum(axis=1, keepdims=True)
@@ -1118,6 +1123,7 @@ def _sii_groups(
     def rows(v: np.ndarray) -> np.ndarray:  # (n, Q) -> (n, 1, m·Q), broadcast along the rows
         return np.tile(v, (1, m))[:, None, :]
 
+    z = draws.reshape(1, R // m, m * Q)  # (broadcast over a chunk's groups)
     chunk = max(1, min(G, _SII_CHUNK_BYTES // (R * Q * 8)))
     slope_k = np.empty((G, len(ks)))
     ratio_k = np.empty((G, len(ks)))
@@ -1128,10 +1134,8 @@ def _sii_groups(
         for start in starts:
             n = min(chunk, G - start)
             part = slice(start, start + n)
-            for i in range(n):
-                rngs[start + i].standard_normal(out=sims[i])
             v = sims[:n].reshape(n, R // m, m * Q)
-            np.multiply(v, rows(scale[part]), out=v)
+            np.multiply(z, rows(scale[part]), out=v)
             np.add(v, rows(shift[part]), out=v)
             if value_type == "rate" and not transform:
                 np.exp(v, out=v)
@@ -1255,8 +1259,9 @@ def sii(
     repetitions
         Number of simulations (default 100,000; at least 1,000).
     seed
-        Seed for reproducible limits. Each group has its own generator seeded by ``seed`` and
-        the group's key, so a group's limits do not depend on the other groups.
+        Seed for reproducible limits. Every group's simulations scale and shift the same standard
+        normals drawn from ``seed`` (common random numbers), so a group's limits depend only on
+        its own values, not on the other groups in the frame.
     rii
         Include ``rii`` and its limits (default True).
     confidence
@@ -1368,10 +1373,6 @@ def sii(
         ok = fields[NOTE].is_null()
         done = fields.filter(ok)
         at = np.flatnonzero(ok.to_numpy())
-        if out_names:
-            keys = [tuple(r[k] for k in out_names) for r in done.select(out_names).to_struct().to_list()]
-        else:
-            keys = [()] * done.height
         stats = {k: np.zeros(len(s)) for k in stat_names}
         sizes = done[N].list.len().to_numpy()
         for size in np.unique(sizes):  # groups without a note have every quantile: one size
@@ -1381,8 +1382,8 @@ def sii(
                 np.ascontiguousarray(part[c].explode().to_numpy(), dtype=float).reshape(-1, int(size))
                 for c in (N, V, S)
             )
-            rngs = [_group_seed(seed, keys[i]) for i in these]
-            res = _sii_groups(pop, y, se_, rngs, **settings)  # type: ignore[arg-type]
+            draws = _sii_draws(seed, int(repetitions), int(size))
+            res = _sii_groups(pop, y, se_, draws, **settings)  # type: ignore[arg-type]
             for k in stat_names:
                 stats[k][at[these]] = res[k]
         return pl.DataFrame(stats).with_columns(pl.when(pl.lit(ok)).then(pl.all())).to_struct(s.name)

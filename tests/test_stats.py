@@ -773,9 +773,9 @@ def test_sii_reference_error_cases_give_notes():
     assert out["ci_note"].to_list() == ["not every quantile present in group", None]
 
 
-def _sii_one_reference(pop, y, se, *, value_type, transform, multiplier, repetitions, levels, rng):
-    """One group at a time, as sii first computed it (its own R × Q normals, a 2-parameter least
-    squares, np.partition): the batched implementation must give the same bits."""
+def _sii_one_reference(pop, y, se, *, value_type, transform, multiplier, repetitions, levels, draws):
+    """One group at a time, as sii first computed it (R × Q normals, a 2-parameter least squares,
+    np.partition): the batched implementation must give the same bits."""
 
     def g(v):
         return np.exp(v) if value_type == "rate" else 1 / (1 + np.exp(-v)) if value_type == "proportion" else v
@@ -787,7 +787,7 @@ def _sii_one_reference(pop, y, se, *, value_type, transform, multiplier, repetit
     inv_m = np.linalg.solve(X.T @ X, X.T)
     back = (lambda v: v) if transform else g
     b0, b1 = inv_m @ (sqrt_a * back(y))
-    params = (back(rng.standard_normal((repetitions, y.size)) * se + y) * sqrt_a) @ inv_m.T
+    params = (back(draws * se + y) * sqrt_a) @ inv_m.T
     icpt_s, slope_s = params[:, 0], params[:, 1]
     pos = {c: stats._sii_positions(repetitions, c) for c in levels}
     ks = sorted({k for c in levels for k in pos[c]})
@@ -830,7 +830,7 @@ def _sii_one_reference(pop, y, se, *, value_type, transform, multiplier, repetit
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_sii_batched_gives_the_bits_of_one_group_at_a_time(monkeypatch, value_type, transform):
     """The simulations run a chunk of groups at a time, chunks side by side on threads; every
-    group still gets exactly (bit for bit) what computing it alone with its own generator gives,
+    group still gets exactly (bit for bit) what computing it alone from the same draws gives,
     whatever the chunk and the threads."""
     rng = np.random.default_rng(99)
     G, Q, R = 13, 7, 1234
@@ -848,9 +848,10 @@ def test_sii_batched_gives_the_bits_of_one_group_at_a_time(monkeypatch, value_ty
         monkeypatch.setattr(stats, "_SII_THREADS", threads)
         settings_ = dict(value_type=value_type, transform=transform, multiplier=multiplier,
                          repetitions=R, levels=levels)  # fmt: skip
-        got = stats._sii_groups(pop, y, se, [stats._group_seed(5, k) for k in keys], **settings_)
+        draws = stats._sii_draws(5, R, Q)
+        got = stats._sii_groups(pop, y, se, draws, **settings_)
         for i, key in enumerate(keys):
-            exp = _sii_one_reference(pop[i], y[i], se[i], rng=stats._group_seed(5, key), **settings_)
+            exp = _sii_one_reference(pop[i], y[i], se[i], draws=draws, **settings_)
             assert sorted(got) == sorted(exp)
             for name, value in exp.items():
                 assert np.float64(got[name][i]).tobytes() == np.float64(value).tobytes(), (key, name)
