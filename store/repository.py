@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import itertools
 import json
 import os
 import socket
+import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -222,11 +224,14 @@ def _bulk_insert(conn: Connection, model: type, frame: pl.DataFrame) -> None:
             for chunk in _chunks(frame):
                 copy.write(chunk.write_csv(include_header=False))
         return
-    # SQLite: one prepared INSERT run with executemany over plain row tuples, through the same
-    # connection (so the same transaction). Core's insert(model) with a dict per row spent most of
-    # its time building the dicts and converting values one by one; here the values are converted
-    # as SQLAlchemy would store them (_sqlite_bindable) column-wise, and exec_driver_sql keeps
-    # SQLAlchemy's error wrapping (a locked database is still an OperationalError, retried).
+    # SQLite: INSERTs of many rows each (``VALUES (?, …), (?, …), …``) over plain values, through
+    # the same connection (so the same transaction). Core's insert(model) with a dict per row spent
+    # most of its time building the dicts and converting values one by one; here the values are
+    # converted as SQLAlchemy would store them (_sqlite_bindable) column-wise, and exec_driver_sql
+    # keeps SQLAlchemy's error wrapping (a locked database is still an OperationalError, retried).
+    # Not executemany: it lets go of the GIL at every row, and with another thread running Python
+    # (the judge, a service's threads) each row can then wait out that thread's switch interval:
+    # 14k values took 0.3 s beside the judge instead of 0.12 s, and 42 s beside a busy Python loop.
     table = model.__table__
     if any(c.default is not None for c in table.columns if c.name not in frame.columns):
         for chunk in _chunks(frame):  # Core fills in Python-side defaults (none of the bulk tables has any)
@@ -234,10 +239,26 @@ def _bulk_insert(conn: Connection, model: type, frame: pl.DataFrame) -> None:
         return
     frame = _sqlite_bindable(frame, table, conn.dialect)
     quote = conn.dialect.identifier_preparer.quote
-    statement = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in frame.columns)}) "
-                 f"VALUES ({', '.join('?' * frame.width)})")
-    for chunk in _chunks(frame):
-        conn.exec_driver_sql(statement, chunk.rows())
+    head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in frame.columns)}) VALUES "
+    row = f"({', '.join('?' * frame.width)})"
+    per_statement = max(1, min(_SQLITE_ROWS_PER_INSERT, _sqlite_variable_limit(conn) // frame.width))
+    rows = frame.rows()
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start:start + per_statement]
+        conn.exec_driver_sql(head + ", ".join([row] * len(chunk)), tuple(itertools.chain.from_iterable(chunk)))
+
+
+#: Rows per multi-row INSERT on SQLite: fastest around here (100 to 2,000 measured), within the
+#: statement's bound-variable limit (``_sqlite_variable_limit``).
+_SQLITE_ROWS_PER_INSERT = 500
+
+
+def _sqlite_variable_limit(conn: Connection) -> int:
+    """How many ``?`` one SQLite statement may have (32,766 since SQLite 3.32; 999 before)."""
+    try:
+        return conn.connection.driver_connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    except (AttributeError, sqlite3.Error):
+        return 999
 
 
 _DATE_PROBES = (dt.date(1, 1, 1), dt.date(999, 12, 31), dt.date(2024, 2, 29), dt.date(9999, 12, 31))

@@ -260,9 +260,12 @@ def test_bulk_writes_round_trip_exactly(engine):
     assert run["sources"] == {"s": {"rows": 1}} and run["timings"] == {"total": 1.5}
 
 
-def test_sqlite_bulk_writes_store_what_core_inserts_store(tmp_path):
-    """SQLite's fast path (a prepared executemany over row tuples) stores every value byte for byte
-    as SQLAlchemy Core's insert(model) does: dates as ISO text, NaN and None as NULL, floats exact."""
+@pytest.mark.parametrize("rows_per_insert", [500, 7])
+def test_sqlite_bulk_writes_store_what_core_inserts_store(tmp_path, monkeypatch, rows_per_insert):
+    """SQLite's fast path (INSERTs of many rows each, over plain values) stores every value byte for
+    byte as SQLAlchemy Core's insert(model) does: dates as ISO text, NaN and None as NULL, floats
+    exact; in one statement or in several with a shorter last one."""
+    monkeypatch.setattr(repository, "_SQLITE_ROWS_PER_INSERT", rows_per_insert)
     url = f"sqlite:///{tmp_path / 'store.db'}"
     engine = store.get_engine(url)
     try:
