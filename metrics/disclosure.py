@@ -200,46 +200,65 @@ def suppress(
     is_total = pl.col(breakdown) == total_breakdown
     grp = ~is_total
 
-    def over_tot(e: pl.Expr) -> pl.Expr:
-        return e.over(tot) if tot else e
-
     lf = lf.with_row_index(_ROW)
+    # Each table and each total keyed by its first row: the many windows below then hash one
+    # integer column rather than five, strings among them.
+    TBL, TOT = f"{_P}tbl", f"{_P}tot"
+    lf = lf.with_columns(pl.col(_ROW).first().over(tbl).alias(TBL),
+                         *([pl.col(_ROW).first().over(tot).alias(TOT)] if tot else []))
+    tbl = [TBL]
+
+    def over_tot(e: pl.Expr) -> pl.Expr:
+        return e.over(TOT) if tot else e
+
     notes: list[pl.Expr] = []
     withheld_any: list[pl.Expr] = []
     for i, c in enumerate(count_columns):
-        X, PRIM, S1, S2, S3 = (f"{_P}{n}{i}" for n in ("x", "prim", "s1", "s2", "s3"))
+        X, PRIM, KNOWN, M_P, R_P, ACTIVE, NEED, CAND, ENOUGH, S1, S2, S3 = (
+            f"{_P}{n}{i}"
+            for n in ("x", "prim", "known", "m_p", "r_p", "active", "need", "cand", "enough", "s1", "s2", "s3")
+        )
         x = pl.col(X)
         lf = lf.with_columns(pl.col(c).cast(pl.Float64).alias(X)).with_columns(
             ((x > 0) & (x < k)).fill_null(False).alias(PRIM)
         )
         prim = pl.col(PRIM)
-        # the total is known unless the place's overall row exists and is itself withheld
-        known = ~(over_tot(is_total.any()) & over_tot((is_total & prim).any()))
         gprim = grp & prim
-        m_p = gprim.sum().over(tbl)
-        r_p = pl.when(gprim).then(x).otherwise(0.0).sum().over(tbl)
+        # Each step's windows read columns the step before materialised: a window over an
+        # expression holding another window is evaluated once per group (~10 µs a row).
+        lf = lf.with_columns(
+            # the total is known unless the place's overall row exists and is itself withheld
+            (~(over_tot(is_total.any()) & over_tot((is_total & prim).any()))).alias(KNOWN),
+            gprim.sum().over(tbl).alias(M_P),
+            pl.when(gprim).then(x).otherwise(0.0).sum().over(tbl).alias(R_P),
+        )
+        known, m_p, r_p = pl.col(KNOWN), pl.col(M_P), pl.col(R_P)
         # the feasible range of a primary cell when only the primary cells are withheld
         only_primary_ok = (m_p >= 2) & (
             pl.min_horizontal(pl.lit(k - 1.0), r_p - (m_p - 1))
             - pl.max_horizontal(pl.lit(1.0), r_p - (k - 1.0) * (m_p - 1))
             >= width
         )
-        active = (known & (m_p >= 1) & ~only_primary_ok).fill_null(False)
-        need = width - (r_p - m_p)  # margin the secondary cells must add above the threshold
-        cand = (grp & ~prim & (x > 0)).fill_null(False)
+        lf = lf.with_columns(
+            (known & (m_p >= 1) & ~only_primary_ok).fill_null(False).alias(ACTIVE),
+            (width - (r_p - m_p)).alias(NEED),  # margin the secondary cells must add above the threshold
+            (grp & ~prim & (x > 0)).fill_null(False).alias(CAND),
+        )
+        active, need, cand = pl.col(ACTIVE), pl.col(NEED), pl.col(CAND)
 
         # candidates first, smallest first (ties by group label, then input order)
         order = [*tbl, ~cand, x, *([group] if group else []), _ROW]
-        lf = lf.sort(order, nulls_last=True)
+        lf = lf.sort(order, nulls_last=True).with_columns((cand & (x - k >= need)).alias(ENOUGH))
+        enough = pl.col(ENOUGH)
         margin = pl.when(cand).then(x - k).otherwise(0.0)
-        enough = cand & (x - k >= need)
         first_enough = enough & (enough.cast(pl.Int32).cum_sum().over(tbl) == 1)
         cum_before = margin.cum_sum().over(tbl) - margin
         s1 = active & cand & pl.when(enough.any().over(tbl)).then(first_enough).otherwise(cum_before < need)
         short = (margin.sum().over(tbl) < need) | ~cand.any().over(tbl)
         exhausted = active & ~enough.any().over(tbl) & short  # even every candidate is not enough
-        hide_total = over_tot((grp & exhausted).any())
-        lf = lf.with_columns(s1.fill_null(False).alias(S1), hide_total.fill_null(False).alias(S2))
+        lf = lf.with_columns(s1.fill_null(False).alias(S1), (grp & exhausted).alias(S2))
+        hide_total = over_tot(pl.col(S2).any())
+        lf = lf.with_columns(hide_total.fill_null(False).alias(S2))
         s1c, hidden = pl.col(S1), pl.col(S2)
         nothing_withheld = ~(grp & (prim | s1c)).any().over(tbl)
         first_cand = cand & (cand.cast(pl.Int32).cum_sum().over(tbl) == 1)
@@ -277,12 +296,12 @@ def suppress(
         out.append(pl.when(w).then(pl.lit(None, dtype=schema[c])).otherwise(published).alias(c))
     hide_values = row_withheld | dsr_flag
     out += [pl.when(hide_values).then(pl.lit(None, dtype=schema[v])).otherwise(v).alias(v) for v in values]
-    note = pl.concat_list(notes).list.drop_nulls().list.join("; ")
+    note = pl.col("suppression_note")
     lf = lf.with_columns(
         *out,
         hide_values.alias("suppressed"),
-        pl.when(note == "").then(pl.lit(None, dtype=pl.String)).otherwise(note).alias("suppression_note"),
-    )
+        pl.concat_str(notes, separator="; ", ignore_nulls=True).alias("suppression_note"),
+    ).with_columns(pl.when(note == "").then(pl.lit(None, dtype=pl.String)).otherwise(note).alias("suppression_note"))
     keep = [c for c in schema.names() if c not in ("suppressed", "suppression_note")]
     lf = lf.sort(_ROW).select(*keep, "suppressed", "suppression_note")
     return _finish(df, lf)
