@@ -7,6 +7,9 @@ and only selects, labels and draws what is already there. Colours follow the NHS
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import altair as alt
 import polars as pl
 
@@ -213,10 +216,47 @@ def _tooltip(unit: str, extra: list[alt.Tooltip] | None = None) -> list[alt.Tool
     ]
 
 
+# Encodings are given as channel objects (``alt.Y2("upper_95:Q")``, ``alt.XValue(0)``), never as
+# shorthand strings, ``alt.value`` or ``alt.condition``: Altair turns those into channels through a
+# ``from_dict`` that hashes its whole schema again, about 5 ms each, for the same object.
+
+
+class _LayerChart(alt.LayerChart):
+    """``alt.LayerChart`` without its bookkeeping when there is nothing to do: to lift selection
+    parameters, shared data and sizes out of the layers, Altair deep-copies every layer (each
+    encoding, scale and axis) twice when a layered chart is built and again each time it is drawn,
+    which was most of the time an app took to redraw a chart. Layers that carry any of those still
+    go through Altair's own ``__init__``; the spec is the same either way (``tests/test_charts.py``)."""
+
+    def __init__(self, data: Any = alt.Undefined, layer: Sequence = (), **kwargs: Any) -> None:
+        layer = list(layer)
+        plain = kwargs.get("params", alt.Undefined) is alt.Undefined and all(
+            isinstance(c, alt.Chart)
+            and all(c[p] is alt.Undefined for p in ("params", "width", "height", "view"))
+            and (c.data is alt.Undefined or (data is not alt.Undefined and c.data is not data))
+            for c in layer)
+        if plain:
+            super(alt.LayerChart, self).__init__(data=data, layer=layer, **kwargs)
+        else:
+            super().__init__(data=data, layer=layer, **kwargs)
+
+
+class _FacetChart(alt.FacetChart):
+    """``alt.FacetChart`` without copying its spec when neither has selection parameters to lift
+    (see ``_LayerChart``)."""
+
+    def __init__(self, data: Any = alt.Undefined, spec: Any = alt.Undefined, facet: Any = alt.Undefined,
+                 params: Any = alt.Undefined, **kwargs: Any) -> None:
+        if params is alt.Undefined and isinstance(spec, (alt.Chart, alt.LayerChart)) and spec.params is alt.Undefined:
+            super(alt.FacetChart, self).__init__(data=data, spec=spec, facet=facet, params=params, **kwargs)
+        else:
+            super().__init__(data=data, spec=spec, facet=facet, params=params, **kwargs)
+
+
 def _layer(layers: list, **properties) -> alt.LayerChart:
     """``alt.layer(...).properties(...)`` in one step: Altair deep-copies a chart on every call, and a
     chain of them costs more than drawing does."""
-    return alt.LayerChart(layer=list(layers), **{k: v for k, v in properties.items() if v is not None})
+    return _LayerChart(layer=list(layers), **{k: v for k, v in properties.items() if v is not None})
 
 
 def _vconcat(charts: list, **properties) -> alt.VConcatChart:
@@ -243,7 +283,7 @@ def trend_chart(values: pl.DataFrame, *, title: str, unit: str, target: float | 
     base = alt.Chart().encode(x=alt.X("period_start:T", title=None, axis=_date_axis(period_type, grid=True)))
     y = alt.Y("value:Q", title=unit or "Value", scale=alt.Scale(zero=False))
     band = base.mark_area(opacity=0.18).encode(
-        y=alt.Y("lower_95:Q", title=unit or "Value", scale=alt.Scale(zero=False)), y2="upper_95:Q",
+        y=alt.Y("lower_95:Q", title=unit or "Value", scale=alt.Scale(zero=False)), y2=alt.Y2("upper_95:Q"),
         color=colour,
     )
     line = base.mark_line(strokeWidth=2.5).encode(y=y, color=colour)
@@ -254,9 +294,9 @@ def trend_chart(values: pl.DataFrame, *, title: str, unit: str, target: float | 
     if target is not None:
         target_data = pl.DataFrame({"target": [float(target)], "label": [f"Target {target:g}{unit if unit == '%' else ''}"]})
         rule = alt.Chart(target_data).mark_rule(color=NHS_DARK_GREY, strokeDash=[6, 4], strokeWidth=1.5).encode(
-            y="target:Q", tooltip=[alt.Tooltip("label:N", title="Target")])
+            y=alt.Y("target:Q"), tooltip=[alt.Tooltip("label:N", title="Target")])
         text = alt.Chart(target_data).mark_text(align="left", dx=4, dy=-7, color=NHS_DARK_GREY).encode(
-            y="target:Q", x=alt.value(0), text="label:N")
+            y=alt.Y("target:Q"), x=alt.XValue(0), text=alt.Text("label:N"))
         layers += [rule, text]
     return _layer(
         layers, data=data,
@@ -288,7 +328,7 @@ def breakdown_chart(values: pl.DataFrame, *, title: str, unit: str, target: floa
     base = alt.Chart().encode(**encoding)
     x_title = unit or "Value"
     bars = base.mark_errorbar(ticks=True, thickness=1.5).encode(
-        x=alt.X("lower_95:Q", title=x_title, scale=alt.Scale(zero=False)), x2="upper_95:Q")
+        x=alt.X("lower_95:Q", title=x_title, scale=alt.Scale(zero=False)), x2=alt.X2("upper_95:Q"))
     points = base.mark_point(filled=True, size=70, opacity=1).encode(
         x=alt.X("value:Q", title=x_title, scale=alt.Scale(zero=False)),
         tooltip=_tooltip(unit, [alt.Tooltip("group:N", title=BREAKDOWNS.get(breakdown or "", "Group"))]),
@@ -297,7 +337,7 @@ def breakdown_chart(values: pl.DataFrame, *, title: str, unit: str, target: floa
     if target is not None:
         target_data = pl.DataFrame({"target": [float(target)]})
         layers.append(alt.Chart(target_data).mark_rule(color=NHS_DARK_GREY, strokeDash=[6, 4]).encode(
-            x="target:Q", tooltip=[alt.Tooltip("target:Q", title="Target")]))
+            x=alt.X("target:Q"), tooltip=[alt.Tooltip("target:Q", title="Target")]))
     period = data["period"].drop_nulls().first() if data.height else None
     row_height = 16 * max(len(places), 1) + 8
     return _layer(
@@ -572,22 +612,22 @@ def scorecard_chart(rows: pl.DataFrame, *, title: str, subtitle: list[str] | Non
     def column(field: str, heading: str, width: int) -> alt.LayerChart:
         base = alt.Chart(data).encode(y=y)
         stripe = base.mark_rect(color=NHS_PALE_GREY, opacity=0.6).encode(
-            x=alt.value(0), x2=alt.value(width), opacity=alt.condition("datum.stripe", alt.value(0.6), alt.value(0)))
+            x=alt.XValue(0), x2=alt.X2Value(width), opacity=alt.OpacityValue(0, condition={"test": "datum.stripe", "value": 0.6}))
         text = base.mark_text(align="left", baseline="middle", fontSize=10, lineBreak="\n", color=NHS_BLACK).encode(
-            x=alt.value(4), text=f"{field}:N")
+            x=alt.XValue(4), text=alt.Text(f"{field}:N"))
         return _layer([stripe, text], width=width, height=height,
                       title=alt.TitleParams(heading, anchor="start", fontSize=11))
 
     def icon(kind: str, heading: str, width: int) -> alt.LayerChart:
         base = alt.Chart(data).encode(y=y)
         stripe = base.mark_rect(color=NHS_PALE_GREY).encode(
-            x=alt.value(0), x2=alt.value(width), opacity=alt.condition("datum.stripe", alt.value(0.6), alt.value(0)))
+            x=alt.XValue(0), x2=alt.X2Value(width), opacity=alt.OpacityValue(0, condition={"test": "datum.stripe", "value": 0.6}))
         disc = base.mark_point(shape="circle", filled=True, size=260, opacity=1).encode(
-            x=alt.value(14), color=alt.Color(f"{kind}_colour:N", scale=None))
+            x=alt.XValue(14), color=alt.Color(f"{kind}_colour:N", scale=None))
         glyph = base.mark_text(align="center", baseline="middle", fontSize=11, fontWeight="bold").encode(
-            x=alt.value(14), text=f"{kind}_glyph:N", color=alt.Color(f"{kind}_ink:N", scale=None))
+            x=alt.XValue(14), text=alt.Text(f"{kind}_glyph:N"), color=alt.Color(f"{kind}_ink:N", scale=None))
         label = base.mark_text(align="left", baseline="middle", fontSize=10, lineBreak="\n", color=NHS_BLACK).encode(
-            x=alt.value(28), text=f"{kind}_label:N")
+            x=alt.XValue(28), text=alt.Text(f"{kind}_label:N"))
         return _layer([stripe, disc, glyph, label], width=width, height=height,
                       title=alt.TitleParams(heading, anchor="start", fontSize=11))
 
@@ -609,7 +649,7 @@ def with_footer(chart: alt.TopLevelMixin, lines: list[str], *, width: int = 640,
     wrapped = [piece for line in lines for piece in (textwrap.wrap(line, wrap) or [""])]
     data = pl.DataFrame({"i": list(range(len(wrapped))), "line": wrapped})
     footer = alt.Chart(data).mark_text(align="left", baseline="top", fontSize=10, color=NHS_DARK_GREY).encode(
-        y=alt.Y("i:O", axis=None), x=alt.value(0), text="line:N",
+        y=alt.Y("i:O", axis=None), x=alt.XValue(0), text=alt.Text("line:N"),
     ).properties(width=width, height=13 * max(len(wrapped), 1), view=alt.ViewConfig(stroke=None))
     if isinstance(chart, alt.VConcatChart):  # one flat column: deep nesting defeats SVG-to-PDF converters
         return _vconcat([*chart.vconcat, footer], spacing=12,
@@ -675,7 +715,7 @@ def _spc_layers(data: pl.DataFrame, *, y_field: str, unit: str, labels: dict[str
     layers: list[alt.Chart] = []
     if present:
         layers.append(kind("line").mark_line(strokeWidth=1.6).encode(
-            x=x, y=alt.Y("y:Q", title=unit or "Value", scale=alt.Scale(zero=False)), detail="key:N",
+            x=x, y=alt.Y("y:Q", title=unit or "Value", scale=alt.Scale(zero=False)), detail=alt.Detail("key:N"),
             color=alt.Color("line:N", title=None, scale=alt.Scale(domain=present, range=[_LINE_STYLE[n][0] for n in present]),
                             legend=alt.Legend(orient="bottom", symbolType="stroke", symbolStrokeWidth=2)),
             strokeDash=alt.StrokeDash("line:N", title=None, scale=alt.Scale(domain=present,
@@ -698,9 +738,9 @@ def _spc_layers(data: pl.DataFrame, *, y_field: str, unit: str, labels: dict[str
     ))
     if rebase.height:
         layers.append(kind("rebase").mark_rule(color=NHS_BLACK, strokeDash=[2, 2]).encode(
-            x="period_start:T", tooltip=[alt.Tooltip("period_start:T", title="Limits rebased from", format="%b %Y")]))
+            x=alt.X("period_start:T"), tooltip=[alt.Tooltip("period_start:T", title="Limits rebased from", format="%b %Y")]))
         layers.append(kind("rebase").mark_text(align="left", baseline="top", dx=3, y=2, fontSize=10,
-                                               color=NHS_BLACK).encode(x="period_start:T", text="label:N"))
+                                               color=NHS_BLACK).encode(x=alt.X("period_start:T"), text=alt.Text("label:N")))
     return frame, layers
 
 
@@ -738,13 +778,13 @@ def spc_chart(spc: pl.DataFrame, *, title: str, unit: str, polarity: str | None 
         sub.append("Trial limits: fewer than 13 points, so the limits may move as data arrive; read signals with care.")
     if data.is_empty():
         return alt.Chart(pl.DataFrame({"text": ["No SPC series published for this metric"]})).mark_text().encode(
-            text="text:N").properties(title=alt.TitleParams(title, subtitle=sub, anchor="start"), width=width, height=60)
+            text=alt.Text("text:N")).properties(title=alt.TitleParams(title, subtitle=sub, anchor="start"), width=width, height=60)
     top = alt.TitleParams(title, subtitle=sub, anchor="start", fontSize=15)
     frame, layers = _spc_layers(data, y_field="value", unit=unit, labels=labels)
     if len(places) == 1:
         return _layer(layers, data=frame, resolve=_independent(), width=width, height=height, title=top)
     # Several places: one panel each, as a facet of one layered spec (limits scaled per place).
-    return alt.FacetChart(
+    return _FacetChart(
         data=frame, spec=_layer(layers, resolve=_independent(), width=width, height=height),
         facet=alt.Facet("place:N", title=None, sort=places, header=alt.Header(
             labelAngle=0, labelAlign="left", labelAnchor="start", labelOrient="top", labelFontSize=13,
@@ -783,7 +823,7 @@ def gradient_chart(values: pl.DataFrame, *, title: str, unit: str, polarity: str
         base.mark_line(strokeWidth=1.5, opacity=0.8).encode(x=x, y=alt.Y("value:Q", title=y_title), color=colour,
                                                              strokeDash=dash),
         base.mark_errorbar(ticks=True, thickness=1.5).encode(
-            x=x, y=alt.Y("lower_95:Q", title=y_title, scale=alt.Scale(zero=False)), y2="upper_95:Q", color=colour),
+            x=x, y=alt.Y("lower_95:Q", title=y_title, scale=alt.Scale(zero=False)), y2=alt.Y2("upper_95:Q"), color=colour),
         base.mark_point(filled=True, size=70, opacity=1).encode(
             x=x, y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)), color=colour,
             shape=shape, tooltip=_tooltip(unit, [alt.Tooltip("quintile:N", title="IMD quintile")])),
@@ -831,21 +871,21 @@ def gap_chart(inequalities: pl.DataFrame, *, title: str, unit: str, subtitle: li
         sii_base = alt.Chart(one.drop_nulls("sii"))
         sii = _layer([
             sii_base.mark_area(opacity=0.2, color=NHS_DARK_BLUE).encode(
-                x=sii_x, y=alt.Y("sii_lower_95:Q", title=f"SII{points}"), y2="sii_upper_95:Q"),
-            sii_base.mark_line(color=NHS_DARK_BLUE, strokeWidth=2).encode(x=sii_x, y="sii:Q"),
+                x=sii_x, y=alt.Y("sii_lower_95:Q", title=f"SII{points}"), y2=alt.Y2("sii_upper_95:Q")),
+            sii_base.mark_line(color=NHS_DARK_BLUE, strokeWidth=2).encode(x=sii_x, y=alt.Y("sii:Q")),
             sii_base.mark_point(color=NHS_DARK_BLUE, filled=True, size=40, shape="square").encode(
-                x=sii_x, y="sii:Q", tooltip=[alt.Tooltip("period:N", title="Period"),
+                x=sii_x, y=alt.Y("sii:Q"), tooltip=[alt.Tooltip("period:N", title="Period"),
                                              alt.Tooltip("sii:Q", title="SII", format=",.2~f"),
                                              alt.Tooltip("sii_ci:N", title="SII 95% CI"),
                                              alt.Tooltip("rii:Q", title="RII", format=",.3~f")]),
-            alt.Chart(pl.DataFrame({"zero": [0.0]})).mark_rule(color=NHS_GREY, strokeDash=[2, 2]).encode(y="zero:Q"),
+            alt.Chart(pl.DataFrame({"zero": [0.0]})).mark_rule(color=NHS_GREY, strokeDash=[2, 2]).encode(y=alt.Y("zero:Q")),
         ], width=width, height=int(height * 0.7),
             title=alt.TitleParams(f"{place}: slope index of inequality (shaded: 95% CI)", anchor="start", fontSize=13))
         panels += [gap, sii]
     sub = subtitle or ["Gap: most deprived minus least deprived quintile; its SPC asks whether it is closing. "
                        "SII: the modelled difference between the most and least deprived ends of the population."]
     if not panels:
-        panels = [alt.Chart(pl.DataFrame({"text": ["No inequality series published"]})).mark_text().encode(text="text:N")]
+        panels = [alt.Chart(pl.DataFrame({"text": ["No inequality series published"]})).mark_text().encode(text=alt.Text("text:N"))]
     return _vconcat(panels, spacing=16, title=alt.TitleParams(title, subtitle=sub, anchor="start", fontSize=15))
 
 
@@ -869,7 +909,7 @@ def need_chart(values: pl.DataFrame, *, title: str, unit: str, subtitle: list[st
     base = alt.Chart(data)
     layers = [
         base.mark_errorbar(ticks=True, thickness=1.5, color=NHS_DARK_GREY).encode(
-            y=y, x=alt.X("lower_95:Q", title=unit or "Value", scale=alt.Scale(zero=False)), x2="upper_95:Q"),
+            y=y, x=alt.X("lower_95:Q", title=unit or "Value", scale=alt.Scale(zero=False)), x2=alt.X2("upper_95:Q")),
         base.mark_point(filled=True, size=90, opacity=1).encode(
             y=y, x=alt.X("value:Q", title=unit or "Value", scale=alt.Scale(zero=False)),
             color=alt.Color("need:N", title=None, scale=alt.Scale(domain=present, range=[_NEED_STYLE[k][0] for k in present]),
@@ -879,7 +919,7 @@ def need_chart(values: pl.DataFrame, *, title: str, unit: str, subtitle: list[st
                                     alt.Tooltip("need:N", title="Compared with the place"),
                                     alt.Tooltip("rank:Q", title="Need rank")])),
         base.mark_rule(color=NHS_DARK_GREY, strokeDash=[6, 4]).encode(
-            x="place_value:Q", tooltip=[alt.Tooltip("place_value:Q", title="Place value", format=",.2~f")]),
+            x=alt.X("place_value:Q"), tooltip=[alt.Tooltip("place_value:Q", title="Place value", format=",.2~f")]),
     ]
     return _layer(layers, title=alt.TitleParams(title, subtitle=subtitle or [], anchor="start", fontSize=15),
                   width=width, height=max(22 * len(order), 80))

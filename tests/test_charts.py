@@ -286,3 +286,29 @@ def test_footer_alt_text_and_rendering():
                   charts.scorecard_chart(charts.scorecard_rows(_card()), title="s")):
         svg = vl_convert.vegalite_to_svg(drawn.to_json())
         assert svg.lstrip().startswith("<svg") and "</svg>" in svg
+
+
+def test_charts_without_altairs_layer_copies_give_the_same_spec(monkeypatch):
+    # charts._LayerChart and _FacetChart skip Altair's deep copies when the layers carry no
+    # parameters, data of the chart's own or sizes to lift: the spec must be exactly Altair's.
+    def every_chart() -> list[alt.TopLevelMixin]:
+        hoods = _values(places=("Dudley",), breakdown="neighbourhood", groups=["A", "B"]).filter(
+            pl.col("period_start") == dt.date(2024, 6, 1)).with_columns(
+            pl.Series("need", ["Worse than the place", "Better than the place"]), pl.lit(85.0).alias("place_value"),
+            pl.Series("rank", [1, 2]))
+        return [
+            charts.trend_chart(_values(), title="t", unit="%", target=90, polarity="higher_is_better"),
+            charts.breakdown_chart(_values(breakdown="imd_quintile", groups=["1", "5"]), title="b", unit="%", target=90),
+            charts.spc_chart(_spc(points=20, segments=(1, 2), types={3: "special_cause_improvement"}), title="s", unit="%"),
+            charts.spc_chart(pl.concat([_spc(), _spc(place="Walsall")]), title="two places", unit="%"),
+            charts.gradient_chart(_quintiles(), title="g", unit="%"),
+            charts.with_footer(charts.gap_chart(_gaps(), title="Gap", unit="%"), ["Source: x"]),
+            charts.need_chart(hoods, title="Need", unit="%"),
+            charts.scorecard_chart(charts.scorecard_rows(_card()), title="s"),
+        ]
+
+    ours = [chart.to_dict() for chart in every_chart()]
+    assert isinstance(every_chart()[0], charts._LayerChart) and isinstance(every_chart()[3], charts._FacetChart)
+    monkeypatch.setattr(charts, "_LayerChart", alt.LayerChart)
+    monkeypatch.setattr(charts, "_FacetChart", alt.FacetChart)
+    assert [chart.to_dict() for chart in every_chart()] == ours
