@@ -157,12 +157,13 @@ def _(engine, export, mo, run, store):
 
 
 @app.cell
-def _(definitions, engine, export, metric_info, pl, publication, run_id, store):
-    # The scorecard as the run published it, or in publication mode as it may be published: the
-    # values of its periods (every breakdown, so secondary suppression sees whole tables) go through
-    # each metric's disclosure policy first. In publication mode nothing unprotected is kept.
+def _(definitions, engine, export, pl, run_id, store):
+    # The scorecard as it may be published, worked out once per run whether or not publication
+    # mode is on, so switching it on has nothing to read or compute. The values of the periods it
+    # shows (every breakdown, so secondary suppression sees whole tables) go through each metric's
+    # disclosure policy; nothing unprotected is kept.
     _card = store.read_frame(engine, "scorecard", run=run_id)
-    if publication and _card.height:
+    if _card.height:
         _gaps = store.read_frame(engine, "inequalities", run=run_id)
         # Only the periods the scorecard shows: its latest values and latest gaps.
         _keys = ["metric_id", "period_type", "period_start"]
@@ -170,12 +171,24 @@ def _(definitions, engine, export, metric_info, pl, publication, run_id, store):
                             .last().select(_keys) if _gaps.height else _card.select(_keys)]).unique()
         _values = store.read_values(engine, run=run_id, period_type=_card["period_type"].unique().to_list())
         _published = export.published_values(_values.join(_shown, on=_keys), definitions)
-        _gaps = export.published_inequalities(_gaps, _published)
-        scorecard = export.published_scorecard(_card, _published, _gaps)
-        scorecard_note = export.disclosure_note(_published)
+        protected_scorecard = export.published_scorecard(
+            _card, _published, export.published_inequalities(_gaps, _published))
+        protected_scorecard_note = export.disclosure_note(_published)
     else:
-        scorecard = _card.with_columns(pl.lit(False).alias("suppressed"),
-                                       pl.lit(None, dtype=pl.String).alias("suppression_note"))
+        protected_scorecard = _card.with_columns(pl.lit(False).alias("suppressed"),
+                                                 pl.lit(None, dtype=pl.String).alias("suppression_note"))
+        protected_scorecard_note = ""
+    return protected_scorecard, protected_scorecard_note
+
+
+@app.cell
+def _(engine, metric_info, pl, protected_scorecard, protected_scorecard_note, publication, run_id, store):
+    # The scorecard as the run published it, or in publication mode as it may be published.
+    if publication:
+        scorecard, scorecard_note = protected_scorecard, protected_scorecard_note
+    else:
+        scorecard = store.read_frame(engine, "scorecard", run=run_id).with_columns(
+            pl.lit(False).alias("suppressed"), pl.lit(None, dtype=pl.String).alias("suppression_note"))
         scorecard_note = ""
     if scorecard.height:
         scorecard = scorecard.drop([c for c in ("group", "value_type") if c in scorecard.columns]).join(
@@ -184,8 +197,10 @@ def _(definitions, engine, export, metric_info, pl, publication, run_id, store):
 
 
 @app.cell
-def _(mo, scorecard):
-    _places = sorted(set(scorecard["place"].to_list())) if scorecard.height else []
+def _(mo, protected_scorecard):
+    # Disclosure control withholds a scorecard's values, never its rows: the places are the same in
+    # either mode, and switching publication mode keeps the places chosen.
+    _places = sorted(set(protected_scorecard["place"].to_list())) if protected_scorecard.height else []
     place_picker = mo.ui.multiselect(_places, value=_places, label="Places")
     return (place_picker,)
 
@@ -252,39 +267,53 @@ def _(definitions, json, metric_picker, pl):
 
 
 @app.cell
-def _(definitions, engine, export, metric_info, metric_picker, publication, run_id, store):
+def _(definitions, engine, export, metric_info, metric_picker, run_id, store):
+    # The chosen metric's values as they may be published, worked out when the metric is chosen
+    # (see protected_scorecard).
+    protected_values = export.published_values(
+        store.read_values(engine, metric=metric_picker.value, run=run_id, provenance=True), definitions)
+    protected_values_note = export.disclosure_note(protected_values, metric_info)
+    return protected_values, protected_values_note
+
+
+@app.cell
+def _(engine, export, metric_picker, protected_values, protected_values_note, publication, run_id, store):
     # Everything shown about the chosen metric comes from these values: as published in
     # publication mode (nothing unprotected is kept), as computed otherwise.
-    _values = store.read_values(engine, metric=metric_picker.value, run=run_id, provenance=True)
     if publication:
-        shown_values = export.published_values(_values, definitions)
-        metric_note = export.disclosure_note(shown_values, metric_info)
+        shown_values, metric_note = protected_values, protected_values_note
     else:
-        shown_values = export.unpublished(_values)
+        shown_values = export.unpublished(
+            store.read_values(engine, metric=metric_picker.value, run=run_id, provenance=True))
         metric_note = ""
     return metric_note, shown_values
 
 
 @app.cell
-def _(scorecard):
+def _(protected_scorecard):
     # A metric's headline period type: the one its SPC chart and scorecard use.
-    default_period = dict(scorecard.select("metric_id", "period_type").unique().iter_rows()) if scorecard.height else {}
+    default_period = (dict(protected_scorecard.select("metric_id", "period_type").unique().iter_rows())
+                      if protected_scorecard.height else {})
     return (default_period,)
 
 
 @app.cell
-def _(charts, default_period, metric_picker, mo, shown_values):
-    _periods = {charts.PERIOD_TYPES.get(p, p): p for p in [*charts.PERIOD_TYPES, *shown_values["period_type"].unique().sort()]
-                if p in set(shown_values["period_type"])}
+def _(charts, default_period, metric_picker, mo, protected_values):
+    # The metric's periods and breakdowns are the same in either mode: it has a published definition,
+    # so disclosure control withholds its values, never its rows (see place_picker).
+    _periods = {charts.PERIOD_TYPES.get(p, p): p
+                for p in [*charts.PERIOD_TYPES, *protected_values["period_type"].unique().sort()]
+                if p in set(protected_values["period_type"])}
     period_picker = mo.ui.dropdown(_periods, label="Period", value=next(
         (k for k, v in _periods.items() if v == default_period.get(metric_picker.value)), next(iter(_periods), None)))
     return (period_picker,)
 
 
 @app.cell
-def _(charts, mo, shown_values):
-    _breakdowns = {charts.BREAKDOWNS.get(b, b): b for b in [*charts.BREAKDOWNS, *shown_values["breakdown"].unique().sort()]
-                   if b in set(shown_values["breakdown"]) and b != "overall"}
+def _(charts, mo, protected_values):
+    _breakdowns = {charts.BREAKDOWNS.get(b, b): b
+                   for b in [*charts.BREAKDOWNS, *protected_values["breakdown"].unique().sort()]
+                   if b in set(protected_values["breakdown"]) and b != "overall"}
     breakdown_picker = mo.ui.dropdown(_breakdowns, label="Breakdown", value=next(
         (k for k, v in _breakdowns.items() if v == "imd_quintile"), next(iter(_breakdowns), None)))
     return (breakdown_picker,)
@@ -422,9 +451,9 @@ def _(metric, metric_note, mo, selected_table):
 
 
 @app.cell
-def _(metric, run, shown_values):
+def _(metric, protected_values, run):
     # Where each number comes from: the run, its data, and the definition as it was published.
-    _computed = sorted(set(shown_values["computed_run_id"].drop_nulls().to_list())) if shown_values.height else []
+    _computed = sorted(set(protected_values["computed_run_id"].drop_nulls().to_list())) if protected_values.height else []
     provenance = {
         "Run": run["id"],
         "Published": f"{run['published_at']:%d %b %Y %H:%M} UTC" if run["published_at"] else "—",

@@ -18,6 +18,7 @@ import altair as alt
 import marimo
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -198,6 +199,58 @@ def test_publication_mode_is_forced_by_the_deployment_and_the_address_cannot_tur
     # Anything else leaves the team's own view, with the switch free to use.
     _, defs = _run(store_url, params=_Params(publication=["0"], other=["1"]))
     assert defs["publication"] is False and defs["publication_forced"] is False
+
+
+def _published_as_first_written(url: str, run_id: int, metric_id: str) -> dict:
+    """Publication mode's scorecard and metric values worked out as the app first did, in the cells
+    the switch re-ran: what the app, which now protects them once per run and metric whatever the
+    switch says, must still show."""
+    import store
+    from metrics import export
+
+    engine = store.get_engine(url)
+    definitions = store.read_definitions(engine, run=run_id)
+    card = store.read_frame(engine, "scorecard", run=run_id)
+    gaps = store.read_frame(engine, "inequalities", run=run_id)
+    keys = ["metric_id", "period_type", "period_start"]
+    shown = pl.concat([card.select(keys), gaps.sort("period_start").group_by("metric_id", "place")
+                       .last().select(keys)]).unique()
+    values = store.read_values(engine, run=run_id, period_type=card["period_type"].unique().to_list())
+    published = export.published_values(values.join(shown, on=keys), definitions)
+    scorecard = export.published_scorecard(card, published, export.published_inequalities(gaps, published))
+    info = export.metric_info(definitions)
+    scorecard = scorecard.drop("group", "value_type", strict=False).join(
+        info.select("metric_id", "group", "value_type"), on="metric_id", how="left")
+    metric_values = export.published_values(
+        store.read_values(engine, metric=metric_id, run=run_id, provenance=True), definitions)
+    spc = store.read_frame(engine, "spc", run=run_id)
+    return {"scorecard": scorecard, "scorecard_note": export.disclosure_note(published),
+            "shown_values": metric_values, "metric_note": export.disclosure_note(metric_values, info),
+            "metric_spc": export.published_spc(spc.filter(pl.col("metric_id") == metric_id,
+                                                          pl.col("breakdown") == "overall"), metric_values)}
+
+
+def test_publication_mode_shows_exactly_what_it_showed_when_the_switch_did_the_work(store_url):
+    switch = marimo.ui.switch(value=True)
+    for metric_id in ("discharged_on_ready_date", "delayed_bed_days", "breast_screening_coverage"):
+        metric = marimo.ui.dropdown({metric_id: metric_id}, value=metric_id)
+        _, defs = _run(store_url, defs={"publication_switch": switch, "metric_picker": metric})
+        before = _published_as_first_written(store_url, defs["run_id"], metric_id)
+        assert defs["scorecard"]["suppressed"].any() and before["shown_values"]["suppressed"].any()
+        for name in ("scorecard", "shown_values", "metric_spc"):
+            assert_frame_equal(defs[name], before[name])
+        assert defs["scorecard_note"] == before["scorecard_note"] and defs["metric_note"] == before["metric_note"]
+
+
+def test_switching_publication_mode_on_neither_protects_again_nor_resets_the_choices_made():
+    from marimo._ast.app import InternalApp
+
+    internal = InternalApp(load_app("explorer"))
+    switch_cells = internal.graph.get_defining_cells("publication_switch")
+    rerun = set().union(*(internal.cell_manager.cell_data_at(cid).cell.defs
+                          for cid in set().union(*(internal.graph.descendants(cid) for cid in switch_cells))))
+    assert {"scorecard", "shown_values", "metric_spc", "spc_plot"} <= rerun
+    assert not {"protected_scorecard", "protected_values", "place_picker", "period_picker", "breakdown_picker"} & rerun
 
 
 def test_without_a_published_run_the_app_says_how_to_make_one(tmp_path):
