@@ -242,9 +242,7 @@ def _bulk_insert(conn: Connection, model: type, frame: pl.DataFrame) -> None:
     head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in frame.columns)}) VALUES "
     row = f"({', '.join('?' * frame.width)})"
     per_statement = max(1, min(_SQLITE_ROWS_PER_INSERT, _sqlite_variable_limit(conn) // frame.width))
-    rows = frame.rows()
-    for start in range(0, len(rows), per_statement):
-        chunk = rows[start:start + per_statement]
+    for chunk in _chunks(frame.rows(), per_statement):
         conn.exec_driver_sql(head + ", ".join([row] * len(chunk)), tuple(itertools.chain.from_iterable(chunk)))
 
 
