@@ -352,8 +352,9 @@ def judge(values: pl.DataFrame, catalogue: Catalogue, *, benchmarks: pl.DataFram
 
     earlier_gaps = earlier.get("inequalities")
     if earlier_gaps is not None and not earlier_gaps.is_empty():
-        # An SII depends only on its own period's quintile values (its simulation is seeded by the
-        # group's key), so a period whose values were carried has the SII it had.
+        # An SII depends only on its own period's quintile values (every group's simulations scale
+        # the same seeded draws by its own values), so a period whose values were carried has the
+        # SII it had.
         same = pl.col("metric_id").is_in(reuse)
         if unchanged_periods is not None and unchanged_periods.height:
             carried = unchanged_periods.select(PERIOD_KEYS).unique().with_columns(pl.lit(True).alias("_carried"))
