@@ -175,20 +175,18 @@ def _(definitions, engine, export, pl, run_id, store):
             _card, _published, export.published_inequalities(_gaps, _published))
         protected_scorecard_note = export.disclosure_note(_published)
     else:
-        protected_scorecard = _card.with_columns(pl.lit(False).alias("suppressed"),
-                                                 pl.lit(None, dtype=pl.String).alias("suppression_note"))
+        protected_scorecard = export.unpublished(_card)
         protected_scorecard_note = ""
     return protected_scorecard, protected_scorecard_note
 
 
 @app.cell
-def _(engine, metric_info, pl, protected_scorecard, protected_scorecard_note, publication, run_id, store):
+def _(engine, export, metric_info, protected_scorecard, protected_scorecard_note, publication, run_id, store):
     # The scorecard as the run published it, or in publication mode as it may be published.
     if publication:
         scorecard, scorecard_note = protected_scorecard, protected_scorecard_note
     else:
-        scorecard = store.read_frame(engine, "scorecard", run=run_id).with_columns(
-            pl.lit(False).alias("suppressed"), pl.lit(None, dtype=pl.String).alias("suppression_note"))
+        scorecard = export.unpublished(store.read_frame(engine, "scorecard", run=run_id))
         scorecard_note = ""
     if scorecard.height:
         scorecard = scorecard.drop([c for c in ("group", "value_type") if c in scorecard.columns]).join(
