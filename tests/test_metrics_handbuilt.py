@@ -212,6 +212,24 @@ def test_period_numbers_match_period_bounds():
         assert by_table.to_list() == frame.select(_month_index(pl.col("day")).alias("i"))["i"].to_list()
 
 
+def test_age_band_table_matches_lower_bounds():
+    """Whole-year ages find their band in a table (``_age_band_index`` with an integer type); the
+    band must be the one the lower bounds give, for ages below, in and above every band, negative
+    ages, unknown ages, and schemes that start above 0."""
+    from metrics.compute import _age_band_index
+
+    ages = pl.DataFrame({"age": [None, *range(-3, 131), 10**6, -(10**6)]}, schema={"age": pl.Int64})
+    for bands in [(0, 18, 45, 65, 75, 85), (0, 5, 18, 65), (50, 53, 65, 71), (25,), (0,)]:
+        for dtype in (pl.Int64, pl.Int16, pl.UInt8, pl.Float64):
+            frame = (ages.filter(pl.col("age").is_between(0, 255)) if dtype == pl.UInt8
+                     else ages.filter(pl.col("age").abs() < 30_000) if dtype == pl.Int16 else ages)
+            frame = frame.cast({"age": dtype})
+            # By hand: the number of lower bounds at or below the age; none: below the first band.
+            want = [None if a is None or a < bands[0] else sum(a >= lower for lower in bands) for a in frame["age"]]
+            got = frame.select(_age_band_index(bands, dtype).alias("band"))["band"].to_list()
+            assert got == want, (bands, dtype)
+
+
 def test_people_are_counted_on_the_ids_when_a_date_cannot_be_packed(handbuilt_dir, monkeypatch):
     """Counting people sorts on a 128-bit key holding the day since 1970 in its low bits; when a
     qualifying row's date doesn't fit (here: no date fits, as the day gets no bits), the count must
