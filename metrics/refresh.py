@@ -567,8 +567,7 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
             # It is written once the source is computed, while the next source (or the judge and the
             # store) runs. Holding the rows until then costs memory, so up to a budget only; bigger
             # sources are written at once.
-            size = loaded.frame.estimated_size()
-            if size + sum(held.frame.estimated_size() for held, _ in held_for_cache.values()) <= held_cache_budget:
+            if loaded.frame_bytes + sum(held.frame_bytes for held, _ in held_for_cache.values()) <= held_cache_budget:
                 held_for_cache[source_id] = (loaded, depends_on)
             else:
                 write_cache(loaded, depends_on)
@@ -631,6 +630,9 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
     quarantine_of: dict[str, pl.DataFrame] = {}
     # (Leaving waits for the loader and the judge; on an error, not for the SIIs still queued.)
     with _worker("judge") as judging, _worker("load") as loading:
+        # Benchmarks are read on the judge's thread while the first source loads, not at the end,
+        # where everything waits for them (0.05 s at scale 1); the judge needs them last.
+        benchmarks_read = judging.submit(_benchmarks, data_dir, catalogue, sources, say)
         # Each source is loaded, validated and computed, then its rows let go, so peak memory is the
         # largest source rather than all of them together. The next source loads while one computes
         # (neither keeps both cores busy on its own) when the one computing is small (as the cache's
@@ -666,7 +668,7 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
             # The next source loads beside this one's compute only if neither is streamed (a streamed
             # source's parts are as big as memory allows).
             if (position + 1 < len(order) and not {source_plan.source_id, order[position + 1].source_id} & set(streamed)
-                    and (loaded is None or loaded.frame.estimated_size() <= held_cache_budget)):
+                    and (loaded is None or loaded.frame_bytes <= held_cache_budget)):
                 upcoming = loading.submit(load, order[position + 1].source_id, known, True)
             pops = {s.population_source for s in source_plan.steps if s.population_source}
             if loaded is None or any(populations.get(p) is None for p in pops):
@@ -711,11 +713,14 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
         ran = [p.source_id for p in fresh]
         failed.sort(key=ran.index)
         carried = [s.metric_id for p in fresh if p.source_id in failed for s in p.steps]
+        benchmarks = benchmarks_read.result()
         sources.update({source_id: sources.pop(source_id) for source_id in ran if source_id in sources})
         quarantine = [quarantine_of[source_id] for source_id in ran if source_id in quarantine_of]
         reused_metrics = [s.metric_id for p in reused for s in p.steps]
         for source_plan in reused:
             reuse(source_plan.source_id)
+        if "benchmarks" in sources:  # (recorded after the sources, as they were read before)
+            sources["benchmarks"] = sources.pop("benchmarks")
         if reused:
             say(f"  unchanged since run {decision.previous_id}: {', '.join(p.source_id for p in reused)} "
                 f"({len(reused_metrics)} metric(s) carried forward)")
@@ -734,7 +739,6 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
 
         checkpoint()
         tick = time.perf_counter()
-        benchmarks = _benchmarks(data_dir, catalogue, sources, say)
         earlier, carried_periods = {}, None
         if decision is not None and decision.previous_id is not None:
             # Values carried from the last run keep the judgements they had there: whole unchanged
