@@ -38,3 +38,22 @@ def test_the_targets_table_reports_each_scale_of_30_and_more_and_whether_100_com
     results["scales"]["100"] = _scale(900.0, 15000, 100_000_000, parts={"community_contacts": 21})
     row = next(line for line in "\n".join(_targets(results)).splitlines() if line.startswith("| scale 100 (30"))
     assert "scale 100: peak 14.6 GiB" in row and row.endswith("| yes |")
+
+
+def test_each_scale_table_shows_the_time_a_command_line_user_waits_for(tmp_path):
+    """Beside the time measured inside each process (imports excluded), the process's own start to
+    exit: the engine's imports and its store's closing are in it, as for anyone running it."""
+    from bench.report import write_report
+
+    scale = _scale(3.0, 1200, 1_000_000, baselines={"pandas": 31.0})
+    scale["summary"]["engine"].update(seconds=_stats(3.0), wall=_stats(5.5))
+    scale["runs"]["engine"][0].update(values=100, quarantined=2)
+    scale["summary"]["pandas"].update(peak_rss_mb=_stats(2000), wall=_stats(32.0))
+    results = {"machine": {"cpu": "test", "cores": 2, "ram_gb": 24.0, "platform": "test", "python": "3.11",
+                           "libraries": {}, "load_start": [0.0, 0.0, 0.0]},
+               "started": "start", "finished": "end", "repeats": 1, "as_of": "2026-11-24", "scales": {"1": scale}}
+    write_report(results, tmp_path / "RESULTS.md", tmp_path / "growth.svg")
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "| time ÷ engine load+compute | process (start to exit) |" in report
+    assert "| engine (full refresh) | 3.0 s (3.0–3.0) | 1200 MB (1200–1200) |  |  | 5.5 s (5.5–5.5) |" in report
+    assert "| pandas | 31.0 s (31.0–31.0) | 2000 MB (2000–2000) | 10.33× | 12.92× | 32.0 s (32.0–32.0) |" in report
