@@ -33,7 +33,7 @@ from metrics.frames import like_input as _finish
 from metrics.frames import to_lazy as _lazy
 import polars.selectors as cs
 # The quantile functions scipy.stats' ``ppf`` methods call for these distributions, without
-# importing scipy.stats (0.8 s, most of a command-line refresh's start-up).
+# importing scipy.stats (0.8-1.2 s: a third of a command-line refresh's start-up).
 from scipy import special as _special
 
 __all__ = [
