@@ -7,6 +7,8 @@ as partial sums (numerator, denominator, sum of squares). Place, neighbourhood a
 joined on those cells, which are then summed into small *slices*, one per kind of breakdown
 (place × neighbourhood × IMD quintile for the geographic ones, place × sex, place × age band, …),
 as GROUPING SETS would. Coarser periods, populations and the statistics work on the slices only.
+The slices are what a source's rows reduce to (``Partials``): a source too big to hold is reduced
+to them part by part, and the parts' slices add up.
 
 Distinct counts (people seen) are not additive across periods, so they are de-duplicated per
 period instead: each person counts once, in the cell of their first qualifying row in the period.
@@ -318,8 +320,8 @@ def _qualifying_rows(lf: pl.LazyFrame, step: MetricStep, columns: list[str], key
 
 
 def _geography_labelled(cells: pl.DataFrame, codes: Codes, keys: list[str], lookup: pl.LazyFrame) -> pl.LazyFrame:
-    """Coded cells (``Partials``) with their keys' labels and their LSOA's geography (cells of an
-    LSOA not in the lookup are dropped)."""
+    """Coded cells (the finest cells of a source's rows, or of its people) with their keys' labels
+    and their LSOA's geography (cells of an LSOA not in the lookup are dropped)."""
     return cells.lazy().with_columns(_labelled(codes, keys)).join(lookup, on=LSOA, how="inner")
 
 
@@ -602,23 +604,30 @@ class Partials:
     no person (partitions of a source by a hash of its person id, ``combine_partials``) add up to
     the partials of all of them.
 
-    - ``finest``: the additive metrics' finest cells (month index or snapshot period, coded cell
-      keys) with each metric's ``{i}__num``, ``__den`` and ``__sq`` sums; None without additive
-      metrics.
+    - ``slices``: the additive metrics' sums (each metric's ``{i}__num``, ``__den`` and ``__sq``)
+      by period (month index, or snapshot period) and by the keys of each slice the metrics need
+      (``_slices``: place × neighbourhood × IMD quintile, place × sex, ...); None without
+      additive metrics.
+    - ``slice_months``: the first and last month (dates) of the additive metrics' cells.
     - ``months``: for each distinct count, the first and last month of its date column.
-    - ``people``: for each distinct count, people by period and coded cell (periods not yet
-      completed), and each rolling grain's deltas by window end (``_distinct_partials``).
+    - ``people``: for each distinct count, people by period (not yet completed) and by the keys of
+      each of its slices, and each rolling grain's deltas by window end and slice
+      (``_distinct_partials``).
 
-    Cells stay coded, without their geography, until ``finish_source``: at national scale a
-    streamed source's running total holds tens of millions of them."""
+    The rows' finest cells (LSOA × age band × sex × month) are summed into slices as soon as they
+    are labelled, part by part, rather than added up first: at national scale a part has millions
+    of them, nearly every cell, and adding 19 parts' cells into a running total took 540 of a
+    1,331-second refresh; their slices are a few thousand rows."""
 
     schema: pl.Schema  # the source frame's columns: what the cell keys and codes are worked out from
-    finest: pl.DataFrame | None
+    slices: dict[tuple[str, ...], pl.DataFrame] | None = None
+    slice_months: pl.Series | None = None
     months: dict[str, pl.Series] = field(default_factory=dict)
-    people: dict[str, tuple[pl.DataFrame | None, list[tuple[str, pl.DataFrame]]]] = field(default_factory=dict)
+    people: dict[str, tuple[dict[tuple[str, ...], pl.DataFrame] | None,
+                            list[tuple[str, dict[tuple[str, ...], pl.DataFrame]]]]] = field(default_factory=dict)
 
 
-_SUMMED = "^\\d+__.*$"  # the additive metrics' partial sums in ``Partials.finest``
+_SUMMED = "^\\d+__.*$"  # the additive metrics' partial sums in ``Partials.slices``
 
 
 def combine_partials(parts: list[Partials]) -> Partials:
@@ -631,14 +640,19 @@ def combine_partials(parts: list[Partials]) -> Partials:
         keys = whole.drop(pl.col(values)).columns
         return whole.group_by(keys).agg(pl.col(values).sum()).select(whole.columns)  # (the parts' column order)
 
-    finest = [p.finest for p in parts if p.finest is not None]
+    def each_slice(frames: list[dict[tuple[str, ...], pl.DataFrame]], values: str) -> dict[tuple[str, ...], pl.DataFrame]:
+        return {keys: summed([f[keys] for f in frames], values) for keys in frames[0]}
+
+    sliced = [p.slices for p in parts if p.slices is not None]
     people = {}
     for metric_id, (_, rolling) in parts[0].people.items():
         fixed_parts = [f for p in parts if (f := p.people[metric_id][0]) is not None]
         people[metric_id] = (
-            summed(fixed_parts, "numerator") if fixed_parts else None,
-            [(grain, summed([dict(p.people[metric_id][1])[grain] for p in parts], "_delta")) for grain, _ in rolling])
-    return Partials(schema=parts[0].schema, finest=summed(finest, _SUMMED) if finest else None,
+            each_slice(fixed_parts, "numerator") if fixed_parts else None,
+            [(grain, each_slice([dict(p.people[metric_id][1])[grain] for p in parts], "_delta")) for grain, _ in rolling])
+    spans = [p.slice_months for p in parts if p.slice_months is not None]
+    return Partials(schema=parts[0].schema, slices=each_slice(sliced, _SUMMED) if sliced else None,
+                    slice_months=pl.concat(spans) if spans else None,
                     months={m: pl.concat([p.months[m] for p in parts]) for m in parts[0].months}, people=people)
 
 
@@ -686,7 +700,14 @@ def source_partials(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue,
         scans += [sorted_people(qualifying[step.metric_id]),
                   lf.select(pl.concat([date.min(), date.max()]).dt.truncate("1mo").alias("month"))]
     scanned = pl.collect_all(scans)
-    partials = Partials(schema=frame.schema, finest=scanned[0] if context.additive else None)
+    lookup = _lookup(geography)
+    partials = Partials(schema=frame.schema)
+    if context.additive:
+        wanted = list(dict.fromkeys(tuple(keys) for step in context.additive for keys, _ in _slices(step)))
+        partials.slices = _sliced(scanned[0], codes, context.all_keys, lookup, context.time_keys, wanted, _SUMMED)
+        if not context.snapshot:  # (every labelled cell is in every slice: any slice's months are theirs)
+            partials.slice_months = partials.slices[wanted[0]].select(
+                _month_date(pl.concat([pl.col("month").min(), pl.col("month").max()]))).to_series()
     rows_of = dict(zip((s.metric_id for s in context.distinct), scanned[1::2], strict=True))
     partials.months = {s.metric_id: months.to_series()
                        for s, months in zip(context.distinct, scanned[2::2], strict=True)}
@@ -700,9 +721,22 @@ def source_partials(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue,
         del people
         fixed, rolling = _distinct_partials(person_months, step, keys)
         del person_months
-        partials.people[step.metric_id] = (fixed.collect() if fixed is not None else None,
-                                           [(grain, deltas.collect()) for grain, deltas in rolling])
+        slice_keys = [tuple(slice_keys) for slice_keys, _ in _slices(step)]
+        partials.people[step.metric_id] = (
+            _sliced(fixed.collect(), codes, keys, lookup, PERIOD, slice_keys, "numerator") if fixed is not None else None,
+            [(grain, _sliced(deltas.collect(), codes, keys, lookup, ["_window_end"], slice_keys, "_delta"))
+             for grain, deltas in rolling])
     return partials
+
+
+def _sliced(cells: pl.DataFrame, codes: Codes, keys: list[str], lookup: pl.LazyFrame, by: list[str],
+            slices: list[tuple[str, ...]], values: str) -> dict[tuple[str, ...], pl.DataFrame]:
+    """Coded cells (keyed ``by`` and ``keys``) → their ``values`` summed by ``by`` and each slice's
+    keys, once labelled and given their LSOA's geography (cells of an LSOA not in the lookup drop)."""
+    labelled = _geography_labelled(cells, codes, keys, lookup).collect(engine=_engine_for(cells.height))
+    sums = pl.collect_all([labelled.lazy().group_by([*by, *slice_keys]).agg(pl.col(values).sum())
+                           for slice_keys in slices], engine=_engine_for(labelled.height))
+    return dict(zip(slices, sums, strict=True))
 
 
 def finish_source(plan: SourcePlan, partials: Partials, catalogue: Catalogue, *,
@@ -716,8 +750,7 @@ def finish_source(plan: SourcePlan, partials: Partials, catalogue: Catalogue, *,
     populations = populations or {}
     spans = spans or {}
     context = _Context(plan, pl.DataFrame(schema=partials.schema), catalogue)
-    source, codes, columns = context.source, context.codes, context.columns
-    snapshot, time_keys, additive = context.snapshot, context.time_keys, context.additive
+    source, snapshot, time_keys, additive = context.source, context.snapshot, context.time_keys, context.additive
     lookup = _lookup(geography)
     # Metrics dividing by the same population, filter, age bands and slices share its cells.
     pop_cells: dict[tuple, pl.DataFrame] = {}
@@ -735,23 +768,14 @@ def finish_source(plan: SourcePlan, partials: Partials, catalogue: Catalogue, *,
 
     most_cells = 0  # the most cells any slice is summed from (which engine suits them)
     if additive:
-        finest = _geography_labelled(partials.finest, codes, context.all_keys, lookup).with_columns(
-            [] if snapshot else [_month_date(pl.col("month")).alias("month")]).collect()
         if not snapshot:
-            months = spans.get(additive[0].date_column, finest["month"])
+            months = spans.get(additive[0].date_column, partials.slice_months)
             first_month, last_month = _coverage(source, months, [g for s in additive for g in s.grains])
-        # Each slice's keys are summed from the finest cells once for every metric of the source
-        # (metrics on one source mostly share their breakdowns), not once per metric.
-        wanted = list(dict.fromkeys(tuple(keys) for step in additive for keys, _ in _slices(step)))
-        summed = pl.collect_all([finest.lazy().group_by([*time_keys, *keys]).agg(pl.col(_SUMMED).sum())
-                                 for keys in wanted], engine=_engine_for(finest.height))
-        by_slice = dict(zip(wanted, summed, strict=True))
-        del finest, summed  # (each metric's slices hold the sums they need)
-        most_cells = max(sums.height for sums in by_slice.values())
+        most_cells = max(sums.height for sums in partials.slices.values())
         for i, step in enumerate(additive):
             mine = {f"{i}__num": "numerator", f"{i}__den": "denominator", f"{i}__sq": "sum_squares"}
             for keys, serves in _slices(step):
-                sums = by_slice[tuple(keys)]
+                sums = partials.slices[tuple(keys)]
                 present = {k: v for k, v in mine.items() if k in sums.columns}
                 base = sums.lazy().select(*time_keys, *keys, *[pl.col(k).alias(v) for k, v in present.items()])
                 if "sum_squares" not in present.values():
@@ -759,27 +783,22 @@ def finish_source(plan: SourcePlan, partials: Partials, catalogue: Catalogue, *,
                 if snapshot:
                     cells = base.with_columns(pl.lit("snapshot").alias("period_type"))
                 else:
+                    base = base.with_columns(_month_date(pl.col("month")).alias("month"))
                     cells = pl.concat([_roll_months(base, g, keys, ["numerator", "denominator", "sum_squares"],
                                                     first_month, last_month) for g in step.grains],
                                       how="diagonal_relaxed")
                 finish(cells, step, keys, serves)
-        del by_slice
     for step in context.distinct:
         months = partials.months[step.metric_id]
         first_month, last_month = _coverage(source, spans.get(step.date_column, months), step.grains)
         fixed, rolling = partials.people[step.metric_id]
-        most_cells = max([most_cells, *(cells.height for cells in [fixed, *dict(rolling).values()] if cells is not None)])
-        keys = _cell_keys(columns, step)
-        fixed = (_once(_complete(_geography_labelled(fixed, codes, keys, lookup), first_month, last_month),
-                       fixed.height) if fixed is not None else None)
-        rolling = [(grain, _once(_geography_labelled(deltas, codes, keys, lookup), deltas.height))
-                   for grain, deltas in rolling]
+        most_cells = max([most_cells, *(cells.height for sliced in [fixed, *dict(rolling).values()] if sliced is not None
+                                        for cells in sliced.values())])
         for slice_keys, serves in _slices(step):
-            parts = [] if fixed is None else [
-                fixed.group_by([*PERIOD, *slice_keys]).agg(pl.col("numerator").sum())]
+            parts = [] if fixed is None else [_complete(fixed[tuple(slice_keys)].lazy(), first_month, last_month)]
             for grain, deltas in rolling:
-                summed = deltas.group_by(["_window_end", *slice_keys]).agg(pl.col("_delta").sum())
-                people = _running_people(summed, _rolling_months(grain), slice_keys, first_month, last_month)
+                people = _running_people(deltas[tuple(slice_keys)].lazy(), _rolling_months(grain), slice_keys,
+                                         first_month, last_month)
                 parts.append(_complete(people.with_columns(pl.lit(grain).alias("period_type")), first_month, last_month))
             cells = pl.concat(parts, how="diagonal_relaxed").with_columns(
                 pl.lit(None, pl.Float64).alias("sum_squares"), pl.lit(None, pl.Float64).alias("denominator"))
@@ -791,15 +810,6 @@ def finish_source(plan: SourcePlan, partials: Partials, catalogue: Catalogue, *,
     del slices  # (and the cells they were summed from)
     frames = pl.collect_all(outputs, engine=_engine_for(max((c.height for c in cells), default=0)))
     return pl.concat([f.select(OUTPUT_COLUMNS) for f in frames], how="vertical_relaxed")
-
-
-def _once(cells: pl.LazyFrame, height: int) -> pl.LazyFrame:
-    """``cells`` (of about ``height`` rows) computed now when they are few, so that the slices summed
-    from them don't each compute them again: a lazy frame several queries share is not reliably
-    computed once (at scale 1, labelling and joining 225k people cells for three slices and their
-    populations' periods took 0.26 s, against a third of that once). Many cells (national scale)
-    stay lazy: each slice's query then holds only the columns it needs."""
-    return cells.collect(engine="in-memory").lazy() if height < SMALL_CELLS else cells
 
 
 def _rows_for(plan: SourcePlan, frame: pl.DataFrame, only: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, pl.Series]]:

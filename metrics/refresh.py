@@ -650,9 +650,9 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
                 started = time.perf_counter()
                 frame = rows.pop()
                 reduced = source_partials(source_plan, frame, catalogue, geography=geo_frame)
-                del frame  # (the part's rows go before the sums are added: at national scale both are GBs)
-                # Added into one running total as each part comes: the cells of every part (nearly
-                # all cells at national scale) are never held side by side.
+                del frame  # (the part's rows, GBs at national scale, go as soon as they are reduced)
+                # Added into one running total as each part comes (a part's sums are its slices:
+                # thousands of rows, however many its cells).
                 partials[:] = [combine_partials([*partials, reduced])]
                 reducing[0] += time.perf_counter() - started
 
