@@ -113,6 +113,27 @@ def test_every_source_loaded_and_computed_in_parts_matches_it_loaded_whole(demo,
     assert streamed >= (10 if parts > 1 else 0)
 
 
+
+def test_a_parts_partials_are_its_breakdown_slices_not_its_cells(demo):
+    """What parts add up is small whatever a part's rows: its sums by period and breakdown slice,
+    the finest cells (LSOA x age band x sex x month) summed away within the part."""
+    catalogue = load_catalogue(PROJECT_DEFINITIONS)
+    plan = next(p for p in build_plan(catalogue).sources if p.source_id == "community_contacts")
+    geography = sources.load_source(catalogue.sources["geography"], demo, as_of=DEMO_AS_OF)
+    frame = sources.load_source(catalogue.sources["community_contacts"], demo, as_of=DEMO_AS_OF,
+                                known_lsoas=geography.frame["lsoa_code"].to_list(), columns=plan.columns).frame
+    partials = compute.source_partials(plan, frame, catalogue, geography=geography.frame)
+    wanted = {tuple(keys) for step in plan.steps for keys, _ in compute._slices(step)}
+    people = [frames for fixed, rolling in partials.people.values()
+              for frames in [fixed, *(deltas for _, deltas in rolling)] if frames is not None]
+    assert people and set(partials.slices) <= wanted and all(set(frames) <= wanted for frames in people)
+    held = [*partials.slices.values(), *(f for frames in people for f in frames.values())]
+    assert all(compute.LSOA not in f.columns for f in held)
+    # Place x neighbourhood x quintile is the finest slice: far fewer rows than LSOA-level cells.
+    cells = frame.select(pl.col("lsoa_code").n_unique()).item() * frame.select(
+        pl.col("contact_date").dt.truncate("1mo").n_unique()).item()
+    assert max(f.height for f in held) < cells / 4
+
 def _published(engine) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     values = store.read_values(engine).drop("run_id").sort(VALUE_KEY)
     quarantine = store.read_quarantine(engine).drop("run_id", strict=False).sort("source_id", "file", "row_number",
