@@ -596,6 +596,10 @@ def compute_source(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue, 
     return values
 
 
+# A slice's keys → sums by period (or window end) and those keys: what partials are made of.
+Sliced = dict[tuple[str, ...], pl.DataFrame]
+
+
 @dataclass
 class Partials:
     """What one source's rows reduce to before periods are completed and statistics worked out.
@@ -620,11 +624,10 @@ class Partials:
     1,331-second refresh; their slices are a few thousand rows."""
 
     schema: pl.Schema  # the source frame's columns: what the cell keys and codes are worked out from
-    slices: dict[tuple[str, ...], pl.DataFrame] | None = None
+    slices: Sliced | None = None
     slice_months: pl.Series | None = None
     months: dict[str, pl.Series] = field(default_factory=dict)
-    people: dict[str, tuple[dict[tuple[str, ...], pl.DataFrame] | None,
-                            list[tuple[str, dict[tuple[str, ...], pl.DataFrame]]]]] = field(default_factory=dict)
+    people: dict[str, tuple[Sliced | None, list[tuple[str, Sliced]]]] = field(default_factory=dict)
 
 
 _SUMMED = "^\\d+__.*$"  # the additive metrics' partial sums in ``Partials.slices``
@@ -640,7 +643,7 @@ def combine_partials(parts: list[Partials]) -> Partials:
         keys = whole.drop(pl.col(values)).columns
         return whole.group_by(keys).agg(pl.col(values).sum()).select(whole.columns)  # (the parts' column order)
 
-    def each_slice(frames: list[dict[tuple[str, ...], pl.DataFrame]], values: str) -> dict[tuple[str, ...], pl.DataFrame]:
+    def each_slice(frames: list[Sliced], values: str) -> Sliced:
         return {keys: summed([f[keys] for f in frames], values) for keys in frames[0]}
 
     sliced = [p.slices for p in parts if p.slices is not None]
@@ -649,7 +652,8 @@ def combine_partials(parts: list[Partials]) -> Partials:
         fixed_parts = [f for p in parts if (f := p.people[metric_id][0]) is not None]
         people[metric_id] = (
             each_slice(fixed_parts, "numerator") if fixed_parts else None,
-            [(grain, each_slice([dict(p.people[metric_id][1])[grain] for p in parts], "_delta")) for grain, _ in rolling])
+            [(grain, each_slice([dict(p.people[metric_id][1])[grain] for p in parts], "_delta"))
+             for grain, _ in rolling])
     spans = [p.slice_months for p in parts if p.slice_months is not None]
     return Partials(schema=parts[0].schema, slices=each_slice(sliced, _SUMMED) if sliced else None,
                     slice_months=pl.concat(spans) if spans else None,
@@ -723,14 +727,14 @@ def source_partials(plan: SourcePlan, frame: pl.DataFrame, catalogue: Catalogue,
         del person_months
         slice_keys = [tuple(slice_keys) for slice_keys, _ in _slices(step)]
         partials.people[step.metric_id] = (
-            _sliced(fixed.collect(), codes, keys, lookup, PERIOD, slice_keys, "numerator") if fixed is not None else None,
+            None if fixed is None else _sliced(fixed.collect(), codes, keys, lookup, PERIOD, slice_keys, "numerator"),
             [(grain, _sliced(deltas.collect(), codes, keys, lookup, ["_window_end"], slice_keys, "_delta"))
              for grain, deltas in rolling])
     return partials
 
 
 def _sliced(cells: pl.DataFrame, codes: Codes, keys: list[str], lookup: pl.LazyFrame, by: list[str],
-            slices: list[tuple[str, ...]], values: str) -> dict[tuple[str, ...], pl.DataFrame]:
+            slices: list[tuple[str, ...]], values: str) -> Sliced:
     """Coded cells (keyed ``by`` and ``keys``) → their ``values`` summed by ``by`` and each slice's
     keys, once labelled and given their LSOA's geography (cells of an LSOA not in the lookup drop)."""
     labelled = _geography_labelled(cells, codes, keys, lookup).collect(engine=_engine_for(cells.height))
@@ -792,8 +796,8 @@ def finish_source(plan: SourcePlan, partials: Partials, catalogue: Catalogue, *,
         months = partials.months[step.metric_id]
         first_month, last_month = _coverage(source, spans.get(step.date_column, months), step.grains)
         fixed, rolling = partials.people[step.metric_id]
-        most_cells = max([most_cells, *(cells.height for sliced in [fixed, *dict(rolling).values()] if sliced is not None
-                                        for cells in sliced.values())])
+        held = [sliced for sliced in [fixed, *dict(rolling).values()] if sliced is not None]
+        most_cells = max([most_cells, *(cells.height for sliced in held for cells in sliced.values())])
         for slice_keys, serves in _slices(step):
             parts = [] if fixed is None else [_complete(fixed[tuple(slice_keys)].lazy(), first_month, last_month)]
             for grain, deltas in rolling:

@@ -113,7 +113,6 @@ def test_every_source_loaded_and_computed_in_parts_matches_it_loaded_whole(demo,
     assert streamed >= (10 if parts > 1 else 0)
 
 
-
 def test_a_parts_partials_are_its_breakdown_slices_not_its_cells(demo):
     """What parts add up is small whatever a part's rows: its sums by period and breakdown slice,
     the finest cells (LSOA x age band x sex x month) summed away within the part."""
@@ -133,6 +132,7 @@ def test_a_parts_partials_are_its_breakdown_slices_not_its_cells(demo):
     cells = frame.select(pl.col("lsoa_code").n_unique()).item() * frame.select(
         pl.col("contact_date").dt.truncate("1mo").n_unique()).item()
     assert max(f.height for f in held) < cells / 4
+
 
 def _published(engine) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     values = store.read_values(engine).drop("run_id").sort(VALUE_KEY)
