@@ -255,8 +255,9 @@ ACTIVITY_SOURCES = ["breast_screening", "community_contacts", "inpatient_spells"
 def test_the_next_source_loads_while_one_computes_unless_that_one_is_big(
         published, engine, handbuilt_dir, monkeypatch, prefetch):
     """While a source computes, the next one loads (on the loader's thread), unless the one computing
-    holds more rows than the budget (then one at a time, as two big sources would not fit). The
-    published values are the same either way."""
+    holds more rows than the budget (then one at a time, as two big sources would not fit); and the
+    first two small sources load side by side, as nothing computes yet. The published values are
+    the same either way."""
     import threading
     import time
 
@@ -271,6 +272,12 @@ def test_the_next_source_loads_while_one_computes_unless_that_one_is_big(
         if source.id in ACTIVITY_SOURCES:
             with lock:
                 events.append(("load", source.id))
+                first = len(events) == 1
+            if prefetch and first:  # the first source's load waits for the second to start beside it
+                deadline = time.monotonic() + 30
+                while len(events) < 2:
+                    assert time.monotonic() < deadline, "the second source did not load beside the first"
+                    time.sleep(0.005)
         return real_load(source, *args, **kwargs)
 
     def compute(plan, *args, **kwargs):
@@ -289,8 +296,13 @@ def test_the_next_source_loads_while_one_computes_unless_that_one_is_big(
     monkeypatch.setattr(refresh_module, "compute_source", compute)
     result = refresh(handbuilt_dir, definitions_dir=DEFINITIONS, engine=engine, as_of=AS_OF)
     loads = [source for kind, source in events if kind == "load"]
-    assert sorted(loads) == ACTIVITY_SOURCES and [s for k, s in events if k == "computed"] == loads
-    if not prefetch:  # each loaded only once the one before it was computed
+    computed = [s for k, s in events if k == "computed"]
+    assert sorted(loads) == ACTIVITY_SOURCES and sorted(computed) == ACTIVITY_SOURCES
+    if prefetch:  # (the first two in either order: they start together)
+        assert sorted(loads[:2]) == sorted(computed[:2]) and loads[2:] == computed[2:]
+        assert [kind for kind, _ in events][:2] == ["load", "load"]
+    else:  # each loaded only once the one before it was computed
+        assert loads == computed
         assert [kind for kind, _ in events] == ["load", "computed"] * len(ACTIVITY_SOURCES)
     order = ["metric_id", "place", "period_type", "period_start", "breakdown", "group"]
     assert store.read_values(engine, run=result.run_id).drop("run_id").sort(order).equals(
