@@ -587,10 +587,10 @@ def _refresh(catalogue: Catalogue, definitions_dir: Path, data_dir: Path, engine
             # store) runs. Holding the rows until then costs memory, so up to a budget only; bigger
             # sources are written at once.
             with holding:  # (two loads may finish at once)
-                held = loaded.frame_bytes + sum(held.frame_bytes for held, _ in held_for_cache.values()) <= held_cache_budget
-                if held:
+                keep = loaded.frame_bytes + sum(held.frame_bytes for held, _ in held_for_cache.values()) <= held_cache_budget
+                if keep:
                     held_for_cache[source_id] = (loaded, depends_on)
-            if not held:
+            if not keep:
                 write_cache(loaded, depends_on)
         sources[source_id] = _source_summary(loaded, time.perf_counter() - started, identity)
         if loaded.parts:
