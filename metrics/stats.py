@@ -1157,7 +1157,8 @@ def _sii_groups(
                 slope_k[part] = _order_stats(slope_s, ks)
             else:
                 slope_k[part] = _order_stats(multiplier * slope_s, ks)
-                r = (slope_s + icpt_s) / icpt_s
+                with np.errstate(divide="ignore", invalid="ignore"):  # (RII of a zero intercept: see below)
+                    r = (slope_s + icpt_s) / icpt_s
                 if multiplier < 0:
                     np.divide(1.0, r, out=r)
                 ratio_k[part] = _order_stats(r, ks)
@@ -1176,7 +1177,10 @@ def _sii_groups(
     out: dict[str, np.ndarray] = {}
     if not transform:
         out["sii"] = multiplier * b1
-        rii = (b0 + b1) / b0
+        # A fitted intercept of 0 (every quantile's value 0, say) has no relative index: NaN (0/0)
+        # or ±inf, as R's arithmetic gives it in phe_sii, and no warning from every call.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rii = (b0 + b1) / b0
         out["rii"] = 1 / rii if multiplier < 0 else rii
         out["intercept"] = b0
         for c in levels:

@@ -769,6 +769,19 @@ def test_sii_reproducible_by_seed_and_lazy():
     assert other["sii"].to_list() == one["sii"].to_list()
 
 
+def test_sii_of_all_zero_values_has_no_relative_index_and_no_warning():
+    """Every quantile at 0 (a count nobody had, say): the slope is 0, and the RII, relative to an
+    intercept of 0, is NaN (0/0, as R's phe_sii gives) — silently, not a RuntimeWarning per call."""
+    import warnings
+
+    zeros = pl.DataFrame({"q": [1, 2, 3, 4, 5], "pop": [100.0] * 5, "v": [0.0] * 5, "se": [0.5] * 5})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = stats.sii(zeros, "v", "pop", "q", se="se", repetitions=1_000, seed=3)
+    assert out["sii"].item() == 0 and out["intercept"].item() == 0
+    assert math.isnan(out["rii"].item()) and out["ci_note"].item() is None
+
+
 def test_sii_reference_error_cases_give_notes():
     cases = {
         151: ("other", {"se": "StandardError"}, "population must be > 0"),
