@@ -139,7 +139,8 @@ def write_report(results: dict, path: Path, chart: Path) -> None:
                          f"| {_fmt(s[kind].get('wall'))} |")
         if eng:
             lines += ["", "Engine stages (`RefreshResult.timings`; a source loads while the one before it "
-                      "computes when that one is small (a tenth of the machine's memory), so *load validate* "
+                      "computes when that one is small (a tenth of the machine's memory), and the second source "
+                      "loads beside the first when both are, so *load validate* "
                       "counts only the time spent waiting for loads; each source's SIIs are simulated while the "
                       "next source loads, and the rest of the judge runs while the store writes the values, so "
                       "*judge* counts from the last source's values (reading benchmarks, waiting for SIIs still "
