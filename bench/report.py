@@ -61,9 +61,10 @@ def write_report(results: dict, path: Path, chart: Path) -> None:
         "",
         f"- CPU: {m['cpu']}, {m['cores']} cores; RAM {m['ram_gb']:.1f} GB; {m['platform']}",
         f"- Load average (1, 5, 15 min) at start: {', '.join(f'{x:.2f}' for x in m['load_start'])}; at end: "
-        f"{', '.join(f'{x:.2f}' for x in m.get('load_end', m['load_start']))}. The machine is shared (other "
-        "engineers' test suites were running): with a load above the core count, timings are noisy and "
-        "slower than on an idle machine; the min of each set is the least disturbed run.",
+        f"{', '.join(f'{x:.2f}' for x in m.get('load_end', m['load_start']))}. The load counts the bench's own "
+        "runs (up to about 2 on 2 cores) and whatever else the machine ran: a load well above the core count "
+        "means other work shared the cores, and timings are then noisier and slower than on an idle machine; "
+        "the min of each set is the least disturbed run.",
         f"- Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["libraries"].items()),
         "- Allocator: the engine gives Polars' jemalloc one arena (`_RJEM_MALLOC_CONF=narenas:1`, set by "
         "`metrics/__init__.py`; fewer page faults, which are costly on this VM); every baseline runs with its "
