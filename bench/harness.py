@@ -244,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             for kind, check in scale_result["verification"].items():
                 say(f"scale {name} {kind}: {check['matched_rows']:,} rows matched, {check['mismatches']} mismatches")
         for kind, runs in scale_result["runs"].items():
-            scale_result["summary"][kind] = {"seconds": summarise(runs, "seconds"), "wall": summarise(runs, "wall"),
-                                             "peak_rss_mb": summarise(runs, "peak_rss_mb")}
+            scale_result["summary"][kind] = {key: summarise(runs, key) for key in (
+                "seconds", "wall", "peak_rss_mb", "cpu_seconds", "cpu_user", "cpu_system")}
             if kind == "engine":
                 for stage in ("load_validate", "compute", "judge", "write", "total"):
                     vals = [{**r, stage: r["timings"].get(stage)} for r in runs if r.get("ok")]

@@ -20,6 +20,14 @@ def _median(s: dict | None) -> float | None:
     return s["median"] if s else None
 
 
+def _cpu(summary: dict) -> str:
+    """CPU time over the measured part (every thread's), and the cores it kept busy on average."""
+    cpu, seconds = summary.get("cpu_seconds"), _median(summary.get("seconds"))
+    if not cpu:
+        return "–"  # (results recorded before CPU time was)
+    return _fmt(cpu) + (f", {cpu['median'] / seconds:.1f}" if seconds else "")
+
+
 def growth_chart(results: dict, path: Path) -> None:
     import altair as alt
     import polars as pl
@@ -103,6 +111,9 @@ def write_report(results: dict, path: Path, chart: Path) -> None:
         "*Process* is the time from starting that process to its exit, as the harness sees it: what someone "
         "running the job from a command line waits for (imports, and for the engine its store's last "
         "connection closing: SQLite copies the write-ahead log into the store's file and syncs both to disk). "
+        "*CPU time* is the user + system time of all the process's threads over the measured part "
+        "(`getrusage`); after it, the cores it kept busy on average (CPU time ÷ wall time): on a machine of N "
+        "cores a run can't take less than its CPU time ÷ N. "
         "Figures are median (min–max) over the runs made; an implementation whose first run at a scale took "
         "longer than `--slow` seconds is run once there, and naive Polars is not run above `--naive-max-scale`.",
         "",
@@ -128,16 +139,17 @@ def write_report(results: dict, path: Path, chart: Path) -> None:
         s = res["summary"]
         eng = s.get("engine", {})
         eng_total, eng_lc = _median(eng.get("total")), _median(eng.get("load_compute"))
-        lines += [f"## Scale {scale}", "", "| implementation | wall time | peak RSS | time ÷ engine total | "
-                  "time ÷ engine load+compute | process (start to exit) |", "|---|---|---|---|---|---|"]
+        lines += [f"## Scale {scale}", "", "| implementation | wall time | CPU time (cores busy) | peak RSS | "
+                  "time ÷ engine total | time ÷ engine load+compute | process (start to exit) |",
+                  "|---|---|---|---|---|---|---|"]
         for kind in ("engine", "pandas", "duckdb", "naive_polars"):
             if kind not in s:
                 continue
             t = s[kind]["seconds"]
             ratio = (f"{t['median'] / eng_total:.2f}×" if t and eng_total and kind != "engine" else "")
             ratio_lc = (f"{t['median'] / eng_lc:.2f}×" if t and eng_lc and kind != "engine" else "")
-            lines.append(f"| {LABEL[kind]} | {_fmt(t)} | {_fmt(s[kind]['peak_rss_mb'], 'MB', 0)} | {ratio} | {ratio_lc} "
-                         f"| {_fmt(s[kind].get('wall'))} |")
+            lines.append(f"| {LABEL[kind]} | {_fmt(t)} | {_cpu(s[kind])} | {_fmt(s[kind]['peak_rss_mb'], 'MB', 0)} "
+                         f"| {ratio} | {ratio_lc} | {_fmt(s[kind].get('wall'))} |")
         if eng:
             lines += ["", "Engine stages (`RefreshResult.timings`; a source loads while the one before it "
                       "computes when that one is small (a tenth of the machine's memory), and the second source "
@@ -233,6 +245,7 @@ def _targets(results: dict) -> list[str]:
             out.append(f"| engine ≥ {factor:g}× faster than {LABEL[kind]} | {t / eng:.2f}× (full refresh), "
                        f"{t / _median(s['engine']['load_compute']):.2f}× (load+compute) | "
                        f"{'yes' if t / eng >= factor else 'no'} |")
+    limits = _speed_limits(results, s, eng)
     rss = _median(s.get("engine", {}).get("peak_rss_mb"))
     if rss:
         out.append(f"| engine peak RSS < 1.5 GB | {rss:.0f} MiB ({rss * 1.048576 / 1000:.2f} GB decimal) | "
@@ -253,7 +266,7 @@ def _targets(results: dict) -> list[str]:
     if not done:
         peak = _median(results["scales"][_key(results, max(scales))]["summary"].get("engine", {}).get("peak_rss_mb"))
         return [*out, f"| {label} | not run (largest: scale {max(scales):g}, engine peak {(peak or 0) / 1024:.1f} GiB) "
-                      "| not shown |", ""]
+                      "| not shown |", "", *limits]
     measured = []
     for scale, peak, run in done:
         if run is None:
@@ -266,7 +279,31 @@ def _targets(results: dict) -> list[str]:
     met = ("yes" if largest_done is not None and largest_done >= 100
            else f"scale {largest_done:g} only" if largest_done is not None else "no")
     out.append(f"| {label} | {'; '.join(measured)} | {met} |")
-    return [*out, ""]
+    return [*out, "", *limits]
+
+
+def _speed_limits(results: dict, summary: dict, engine_seconds: float | None) -> list[str]:
+    """For each speed target not met: how much CPU the engine's refresh needed, so how fast it could be
+    at best on this machine's cores, against what the target asks."""
+    cpu = _median(summary.get("engine", {}).get("cpu_seconds"))
+    cores = results["machine"].get("cores")
+    out = []
+    for kind, factor in TARGETS.items():
+        t = _median((summary.get(kind) or {}).get("seconds"))
+        if not (engine_seconds and t and cpu and cores) or t / engine_seconds >= factor:
+            continue
+        need, floor = t / factor, cpu / cores
+        user, system = _median(summary["engine"].get("cpu_user")), _median(summary["engine"].get("cpu_system"))
+        split = f" (user {user:.1f} s, system {system:.1f} s)" if user is not None and system is not None else ""
+        out.append(f"What limits the {factor:g}× {LABEL[kind]} target: {factor:g}× needs the refresh in "
+                   f"{need:.2f} s. It used {cpu:.1f} s of CPU{split}, keeping {cpu / engine_seconds:.1f} of the "
+                   f"{cores} cores busy on average, so on {cores} cores it can't take less than {floor:.2f} s"
+                   + (": doing the same work, the target is out of reach; it needs less work (CPU time), not "
+                      "better use of the cores." if floor > need else
+                      ": the cores could do it in time; the rest is the time they wait (for one another, "
+                      "the disk, the store)."))
+        out.append("")
+    return out
 
 
 def _parts(run: dict) -> str:
