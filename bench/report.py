@@ -353,6 +353,10 @@ def _profile_summary(text: str, share: float = 0.03) -> list[str]:
 
 
 def _short(error: str) -> str:
+    import re
+
+    # (A native library's stack frames — "/path/lib.so(_ZN…+0x4b) [0x7f…]" — say nothing to a reader.)
+    error = re.sub(r"\S*\(\S*\+0x[0-9a-f]+\) \[0x[0-9a-f]+\]|(?<=\s)\S*[0-9a-f]{6,}\](?=\s)", "", error)
     keep = [ln.strip() for ln in error.splitlines()
             if any(w in ln for w in ("Error", "error", "assert", "Exception", "exit "))
             and not ln.strip().startswith("/")]

@@ -97,3 +97,15 @@ def test_a_speed_target_not_met_is_explained_by_the_cpu_time_the_refresh_needed(
     write_report(results, tmp_path / "RESULTS.md", tmp_path / "growth.svg")
     report = (tmp_path / "RESULTS.md").read_text()
     assert "What limits the 10× pandas target" not in report and "What limits the 3× DuckDB target" in report
+
+
+def test_a_failed_run_is_reported_by_its_error_not_its_native_stack_frames():
+    from bench.report import _short
+
+    error = ("exit 1: _duckdb.InternalException: INTERNAL Error: dict-surviving cache; "
+             "/venv/_duckdb.so(_ZN6duckdb9ExceptionC2ENS_13ExceptionTypeE+0x4b) [0x7f5a7c01e56b] … a7c93ec84] "
+             "This error signals an assertion failure within DuckDB.")
+    short = _short(error)
+    assert short.startswith("exit 1: _duckdb.InternalException: INTERNAL Error: dict-surviving cache")
+    assert "0x" not in short and "_ZN6duckdb" not in short and "a7c93ec84]" not in short
+    assert short.endswith("This error signals an assertion failure within DuckDB.")
