@@ -294,9 +294,11 @@ def _speed_limits(results: dict, summary: dict, engine_seconds: float | None) ->
             continue
         need, floor = t / factor, cpu / cores
         user, system = _median(summary["engine"].get("cpu_user")), _median(summary["engine"].get("cpu_system"))
+        # (Cores busy over the time the CPU was measured in, as each scale's table gives them.)
+        wall = _median(summary["engine"].get("seconds")) or engine_seconds
         split = f" (user {user:.1f} s, system {system:.1f} s)" if user is not None and system is not None else ""
         out.append(f"What limits the {factor:g}× {LABEL[kind]} target: {factor:g}× needs the refresh in "
-                   f"{need:.2f} s. It used {cpu:.1f} s of CPU{split}, keeping {cpu / engine_seconds:.1f} of the "
+                   f"{need:.2f} s. It used {cpu:.1f} s of CPU{split}, keeping {cpu / wall:.1f} of the "
                    f"{cores} cores busy on average, so on {cores} cores it can't take less than {floor:.2f} s"
                    + (": doing the same work, the target is out of reach; it needs less work (CPU time), not "
                       "better use of the cores." if floor > need else
